@@ -1,0 +1,365 @@
+# cython: language_level=3, freethreading_compatible=True
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Compiled key codec and entry-directory scan.
+
+Twin of ``sessionsd._codec_py``: same public names, same results, same
+exceptions and messages, same docstrings (copied from the twin at import).
+The rules are documented there.  Decoding here checks canonical base64url and
+strict UTF-8 directly instead of re-encoding; the differential tests hold the
+two formulations to the same accepted set.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
+from libc.string cimport memcmp, memcpy
+
+import os
+from hashlib import sha256 as _sha256
+
+from sessionsd import _codec_py as _twin
+from sessionsd.errors import InvalidKeyError, InvalidKeyTypeError
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+    bint PyUnicode_IS_ASCII(object o)
+    object PyUnicode_FromObject(object o)
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+
+cdef extern from "sd_dirscan.h":
+    ctypedef struct sd_dir:
+        pass
+    int SD_HAVE_DIRENT
+    int SD_KIND_UNKNOWN
+    int SD_KIND_REGULAR
+    int sd_dir_open(sd_dir* d, const char* path)
+    int sd_dir_next(sd_dir* d, const char** name, Py_ssize_t* length, int* kind)
+    int sd_dir_is_regular_nofollow(sd_dir* d, const char* name)
+    void sd_dir_close(sd_dir* d)
+
+__all__ = list(_twin.__all__)
+
+ENTRY_PREFIX = _twin.ENTRY_PREFIX
+HASHED_PREFIX = _twin.HASHED_PREFIX
+ENTRY_SUFFIX = _twin.ENTRY_SUFFIX
+MAX_INLINE_KEY_BYTES = _twin.MAX_INLINE_KEY_BYTES
+HASHED_NAME_LENGTH = _twin.HASHED_NAME_LENGTH
+KEY_WHITESPACE = _twin.KEY_WHITESPACE
+
+cdef enum:
+    PREFIX_LEN = 8          # "session-"
+    HASHED_PREFIX_LEN = 13  # "session-hash-"
+    SUFFIX_LEN = 5          # ".json"
+    MAX_INLINE_BYTES = 120
+    MAX_INLINE_MIDDLE = 160
+    HASHED_LEN = 61
+    NAME_BUFFER = 256       # > 8 + 160 + 5
+
+cdef const char* _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+cdef signed char _DECODE[256]
+cdef int _i
+for _i in range(256):
+    _DECODE[_i] = -1
+for _i in range(64):
+    _DECODE[<unsigned char>_ALPHABET[_i]] = _i
+
+# Test hooks (see tests/test_scan.py): treat every d_type as DT_UNKNOWN, or
+# take the os.scandir path that Windows builds use.
+cdef bint _force_lstat = False
+cdef bint _force_scandir = False
+
+
+def _set_scan_mode(bint force_lstat=False, bint force_scandir=False):
+    global _force_lstat, _force_scandir
+    _force_lstat = force_lstat
+    _force_scandir = force_scandir
+
+
+cdef inline bint _is_ws(Py_UCS4 c) noexcept nogil:
+    # ECMAScript WhiteSpace + LineTerminator, the same set as KEY_WHITESPACE.
+    if c <= 0x20:
+        return c == 0x20 or (c >= 0x09 and c <= 0x0D)
+    if c < 0xA0:
+        return False
+    return (c == 0xA0 or c == 0x1680 or (c >= 0x2000 and c <= 0x200A)
+            or c == 0x2028 or c == 0x2029 or c == 0x202F or c == 0x205F
+            or c == 0x3000 or c == 0xFEFF)
+
+
+cdef str _trim(str key):
+    cdef Py_ssize_t n = len(key)
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t end = n
+    while start < n and _is_ws(key[start]):
+        start += 1
+    while end > start and _is_ws(key[end - 1]):
+        end -= 1
+    if start == 0 and end == n:
+        return key
+    return key[start:end]
+
+
+cdef str _validated(object key, const char** data, Py_ssize_t* size):
+    """Trimmed key; *data/*size point at its UTF-8 (owned by the result)."""
+    cdef str trimmed
+    if not isinstance(key, str):
+        raise InvalidKeyTypeError(
+            f"session key must be a str, not {type(key).__name__}", key
+        )
+    # PyUnicode_FromObject turns a str subclass into an exact str, as the
+    # twin's str.strip() does.
+    trimmed = _trim(<str>PyUnicode_FromObject(key))
+    if len(trimmed) == 0:
+        raise InvalidKeyError("session key is empty after trimming whitespace", key)
+    try:
+        data[0] = PyUnicode_AsUTF8AndSize(trimmed, size)
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(
+            f"session key has a lone surrogate at position {exc.start} "
+            "and cannot be encoded as UTF-8",
+            key,
+        ) from exc
+    return trimmed
+
+
+cdef inline Py_ssize_t _b64url_encode(const unsigned char* src, Py_ssize_t n,
+                                      char* dst) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t o = 0
+    cdef unsigned int v
+    while i + 3 <= n:
+        v = (<unsigned int>src[i] << 16) | (<unsigned int>src[i + 1] << 8) | src[i + 2]
+        dst[o] = _ALPHABET[(v >> 18) & 63]
+        dst[o + 1] = _ALPHABET[(v >> 12) & 63]
+        dst[o + 2] = _ALPHABET[(v >> 6) & 63]
+        dst[o + 3] = _ALPHABET[v & 63]
+        i += 3
+        o += 4
+    if n - i == 1:
+        v = <unsigned int>src[i] << 16
+        dst[o] = _ALPHABET[(v >> 18) & 63]
+        dst[o + 1] = _ALPHABET[(v >> 12) & 63]
+        o += 2
+    elif n - i == 2:
+        v = (<unsigned int>src[i] << 16) | (<unsigned int>src[i + 1] << 8)
+        dst[o] = _ALPHABET[(v >> 18) & 63]
+        dst[o + 1] = _ALPHABET[(v >> 12) & 63]
+        dst[o + 2] = _ALPHABET[(v >> 6) & 63]
+        o += 3
+    return o
+
+
+cdef inline object _ascii_str(const char* s, Py_ssize_t n):
+    result = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(result), s, n)
+    return result
+
+
+cdef object _decode_inline(const char* s, Py_ssize_t n):
+    """Key of a canonical inline name (bytes s[0:n]), else None."""
+    cdef Py_ssize_t m, i, o, rest
+    cdef int a, b, c, d
+    cdef unsigned char out[MAX_INLINE_BYTES]
+    cdef str key
+    if n < PREFIX_LEN + 2 + SUFFIX_LEN:
+        return None
+    if memcmp(s, b"session-", PREFIX_LEN) != 0 or memcmp(s + n - SUFFIX_LEN, b".json", SUFFIX_LEN) != 0:
+        return None
+    if memcmp(s, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+        return None
+    m = n - PREFIX_LEN - SUFFIX_LEN
+    if m > MAX_INLINE_MIDDLE or (m & 3) == 1:
+        return None
+    s += PREFIX_LEN
+    i = 0
+    o = 0
+    while i + 4 <= m:
+        a = _DECODE[<unsigned char>s[i]]
+        b = _DECODE[<unsigned char>s[i + 1]]
+        c = _DECODE[<unsigned char>s[i + 2]]
+        d = _DECODE[<unsigned char>s[i + 3]]
+        if (a | b | c | d) < 0:
+            return None
+        out[o] = <unsigned char>((a << 2) | (b >> 4))
+        out[o + 1] = <unsigned char>(((b & 15) << 4) | (c >> 2))
+        out[o + 2] = <unsigned char>(((c & 3) << 6) | d)
+        i += 4
+        o += 3
+    rest = m - i
+    if rest == 2:
+        a = _DECODE[<unsigned char>s[i]]
+        b = _DECODE[<unsigned char>s[i + 1]]
+        if (a | b) < 0 or (b & 15) != 0:  # canonical: unused bits are zero
+            return None
+        out[o] = <unsigned char>((a << 2) | (b >> 4))
+        o += 1
+    elif rest == 3:
+        a = _DECODE[<unsigned char>s[i]]
+        b = _DECODE[<unsigned char>s[i + 1]]
+        c = _DECODE[<unsigned char>s[i + 2]]
+        if (a | b | c) < 0 or (c & 3) != 0:
+            return None
+        out[o] = <unsigned char>((a << 2) | (b >> 4))
+        out[o + 1] = <unsigned char>(((b & 15) << 4) | (c >> 2))
+        o += 2
+    try:
+        key = PyUnicode_DecodeUTF8(<const char*>out, o, NULL)
+    except UnicodeDecodeError:
+        return None
+    # Re-encoding would trim: a key with surrounding whitespace has no name.
+    if _is_ws(key[0]) or _is_ws(key[len(key) - 1]):
+        return None
+    return key
+
+
+cdef inline bint _is_canonical_hashed(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if n != HASHED_LEN or memcmp(s, b"session-hash-", HASHED_PREFIX_LEN) != 0:
+        return False
+    if memcmp(s + HASHED_LEN - SUFFIX_LEN, b".json", SUFFIX_LEN) != 0:
+        return False
+    for i in range(HASHED_PREFIX_LEN, HASHED_LEN - SUFFIX_LEN):
+        if _DECODE[<unsigned char>s[i]] < 0:
+            return False
+    # 32 digest bytes leave 2 unused bits in the last character.
+    return (_DECODE[<unsigned char>s[HASHED_LEN - SUFFIX_LEN - 1]] & 3) == 0
+
+
+cdef inline void _check_name_type(object name) except *:
+    if not isinstance(name, str):
+        raise TypeError(f"entry file name must be a str, not {type(name).__name__}")
+
+
+def validate_key(key):
+    cdef const char* data
+    cdef Py_ssize_t size
+    return _validated(key, &data, &size)
+
+
+def encode_key(key):
+    cdef const char* data
+    cdef const char* digest_data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t n
+    cdef char buf[NAME_BUFFER]
+    trimmed = _validated(key, &data, &size)  # keeps `data` alive
+    if size > MAX_INLINE_BYTES:
+        digest = _sha256(PyBytes_FromStringAndSize(data, size)).digest()
+        digest_data = digest
+        memcpy(buf, b"session-hash-", HASHED_PREFIX_LEN)
+        n = HASHED_PREFIX_LEN + _b64url_encode(<const unsigned char*>digest_data, 32,
+                                               buf + HASHED_PREFIX_LEN)
+    else:
+        memcpy(buf, b"session-", PREFIX_LEN)
+        n = PREFIX_LEN + _b64url_encode(<const unsigned char*>data, size, buf + PREFIX_LEN)
+    memcpy(buf + n, b".json", SUFFIX_LEN)
+    return _ascii_str(buf, n + SUFFIX_LEN)
+
+
+cdef object _decode_str(object name):
+    _check_name_type(name)
+    if not PyUnicode_IS_ASCII(name):
+        return None
+    return _decode_inline(<const char*>PyUnicode_DATA(name), len(name))
+
+
+def decode_name(name):
+    return _decode_str(name)
+
+
+def classify_name(name):
+    cdef const char* s
+    cdef Py_ssize_t n
+    _check_name_type(name)
+    if not PyUnicode_IS_ASCII(name):
+        return None
+    s = <const char*>PyUnicode_DATA(name)
+    n = len(name)
+    if _is_canonical_hashed(s, n):
+        return "hashed"
+    if _decode_inline(s, n) is not None:
+        return "inline"
+    return None
+
+
+def decode_names(names):
+    cdef list decoded = []
+    for name in names:
+        decoded.append(_decode_str(name))
+    return decoded
+
+
+def _scan_with_scandir(str path):
+    """The portable listing (Windows builds, and the test hook)."""
+    cdef list found = []
+    cdef const char* s
+    cdef Py_ssize_t n
+    with os.scandir(path) as listing:
+        for entry in listing:
+            name = entry.name
+            if not PyUnicode_IS_ASCII(name):
+                continue
+            s = <const char*>PyUnicode_DATA(name)
+            n = len(name)
+            if n >= HASHED_PREFIX_LEN and memcmp(s, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+                if not _is_canonical_hashed(s, n):
+                    continue
+                key = None
+            else:
+                key = _decode_inline(s, n)
+                if key is None:
+                    continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue  # vanished or replaced between readdir and lstat
+            found.append((name, key))
+    return found
+
+
+def scan_entries(directory):
+    cdef sd_dir listing
+    cdef const char* name
+    cdef Py_ssize_t n
+    cdef int kind
+    cdef int rc
+    cdef list found = []
+    path = _twin._scan_path(directory)
+    if not SD_HAVE_DIRENT or _force_scandir:
+        return _scan_with_scandir(path)
+    encoded = os.fsencode(path)
+    if sd_dir_open(&listing, encoded) != 0:
+        PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+    try:
+        while True:
+            rc = sd_dir_next(&listing, &name, &n, &kind)
+            if rc == 0:
+                break
+            if rc < 0:
+                PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+            # Names first (cheap, no syscall); lstat only the candidates.
+            if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+                if not _is_canonical_hashed(name, n):
+                    continue
+                key = None
+            else:
+                key = _decode_inline(name, n)
+                if key is None:
+                    continue
+            if kind == SD_KIND_UNKNOWN or _force_lstat:
+                if not sd_dir_is_regular_nofollow(&listing, name):
+                    continue
+            elif kind != SD_KIND_REGULAR:
+                continue
+            found.append((_ascii_str(name, n), key))
+    finally:
+        sd_dir_close(&listing)
+    return found
+
+
+for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
+                "decode_names", "scan_entries"):
+    globals()[_public].__doc__ = getattr(_twin, _public).__doc__
+del _public

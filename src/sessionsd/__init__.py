@@ -1,0 +1,35 @@
+"""sessionsd: per-session metadata store, one JSON file per session.
+
+``BACKEND`` says which codec runs: ``"compiled"`` (the Cython extension) or
+``"python"`` (the pure twin, used where the extension is not built or when
+``SESSIONSD_NO_EXTENSIONS=1``).
+"""
+
+from __future__ import annotations
+
+from ._codec import (
+    BACKEND,
+    classify_name,
+    decode_name,
+    decode_names,
+    encode_key,
+    scan_entries,
+    validate_key,
+)
+from .errors import InvalidKeyError, InvalidKeyTypeError, SessionsdError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND",
+    "__version__",
+    "classify_name",
+    "decode_name",
+    "decode_names",
+    "encode_key",
+    "scan_entries",
+    "validate_key",
+    "InvalidKeyError",
+    "InvalidKeyTypeError",
+    "SessionsdError",
+]

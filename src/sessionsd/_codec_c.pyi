@@ -1,0 +1,19 @@
+# Type stub of the compiled codec: its public names, signatures and behaviour
+# are those of the pure twin, which is the type source.
+from sessionsd._codec_py import (
+    ENTRY_PREFIX as ENTRY_PREFIX,
+    ENTRY_SUFFIX as ENTRY_SUFFIX,
+    HASHED_NAME_LENGTH as HASHED_NAME_LENGTH,
+    HASHED_PREFIX as HASHED_PREFIX,
+    KEY_WHITESPACE as KEY_WHITESPACE,
+    MAX_INLINE_KEY_BYTES as MAX_INLINE_KEY_BYTES,
+    classify_name as classify_name,
+    decode_name as decode_name,
+    decode_names as decode_names,
+    encode_key as encode_key,
+    scan_entries as scan_entries,
+    validate_key as validate_key,
+)
+
+def _set_scan_mode(force_lstat: bool = ..., force_scandir: bool = ...) -> None: ...
+def _scan_with_scandir(path: str) -> list[tuple[str, str | None]]: ...

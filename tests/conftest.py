@@ -1,0 +1,45 @@
+"""Shared fixtures: every codec/scan test runs on both backends."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+EXTENSION_REQUIRED = os.environ.get("SESSIONSD_REQUIRE_EXTENSIONS") == "1"
+
+
+def load_compiled():
+    """The compiled codec, or a skip -- a failure when it is required."""
+    try:
+        return importlib.import_module("sessionsd._codec_c")
+    except ImportError as exc:
+        if EXTENSION_REQUIRED:
+            pytest.fail(f"SESSIONSD_REQUIRE_EXTENSIONS=1 but the extension did not import: {exc}")
+        pytest.skip(f"compiled codec not built: {exc}")
+
+
+@pytest.fixture(params=["python", "compiled"])
+def codec(request):
+    """The codec module of one backend."""
+    if request.param == "python":
+        return importlib.import_module("sessionsd._codec_py")
+    return load_compiled()
+
+
+@pytest.fixture
+def both_codecs():
+    """(twin, compiled) for differential tests."""
+    return importlib.import_module("sessionsd._codec_py"), load_compiled()

@@ -1,0 +1,132 @@
+"""Directory scan of an entries/ directory, on both backends."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import pytest
+from hypothesis import given
+
+from strategies import dir_entries
+
+from conftest import load_compiled
+
+KEYS = ["agent:main:main", "agent:main:telegram:dm:821071206", "x" * 200, "é"]
+
+
+def make_entries(root: pathlib.Path, codec) -> dict[str, str | None]:
+    """A directory with every kind of impostor; returns what a scan must find."""
+    entries = root / "entries"
+    entries.mkdir()
+    expected: dict[str, str | None] = {}
+    for key in KEYS:
+        name = codec.encode_key(key)
+        (entries / name).write_text("{}")
+        expected[name] = None if codec.classify_name(name) == "hashed" else key
+    outside = root / "outside.json"
+    outside.write_text("{}")
+    good = codec.encode_key("agent:main:main")[len("session-"):-len(".json")]
+    (entries / ".hidden.json").write_text("{}")
+    (entries / ("." + codec.encode_key("hidden"))).write_text("{}")
+    (entries / (codec.encode_key("tmp") + ".4f2a.tmp")).write_text("{}")
+    (entries / ("session-" + good + "==.json")).write_text("{}")
+    (entries / "session-YWI+.json").write_text("{}")
+    (entries / "session-hash-short.json").write_text("{}")
+    (entries / "notes.txt").write_text("x")
+    (entries / codec.encode_key("a directory")).mkdir()
+    os.symlink(outside, entries / codec.encode_key("agent:main:evil"))
+    os.symlink(root / "missing", entries / codec.encode_key("dangling"))
+    os.symlink(entries / codec.encode_key("agent:main:main"), entries / codec.encode_key("alias"))
+    os.mkfifo(entries / codec.encode_key("a fifo"))
+    return expected
+
+
+def test_scan_finds_exactly_the_candidates(codec, tmp_path):
+    expected = make_entries(tmp_path, codec)
+    found = codec.scan_entries(tmp_path / "entries")
+    assert dict(found) == expected
+    assert len(found) == len(expected)
+    assert all(type(name) is str for name, _ in found)
+
+
+def test_scan_accepts_str_and_pathlike(codec, tmp_path):
+    expected = make_entries(tmp_path, codec)
+    assert dict(codec.scan_entries(str(tmp_path / "entries"))) == expected
+
+
+def test_scan_of_empty_directory(codec, tmp_path):
+    assert codec.scan_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", [dict(force_lstat=True), dict(force_scandir=True)])
+def test_compiled_fallback_listings_agree(tmp_path, mode):
+    """DT_UNKNOWN file systems (lstat per candidate) and the Windows-style
+    os.scandir listing give the same answer as the d_type fast path."""
+    compiled = load_compiled()
+    expected = make_entries(tmp_path, compiled)
+    compiled._set_scan_mode(**mode)
+    try:
+        assert dict(compiled.scan_entries(tmp_path / "entries")) == expected
+    finally:
+        compiled._set_scan_mode()
+
+
+def test_scan_errors(both_codecs, tmp_path):
+    outcomes = []
+    for codec in both_codecs:
+        row = []
+        for target in (tmp_path / "missing", tmp_path / "file"):
+            (tmp_path / "file").write_text("")
+            with pytest.raises(OSError) as info:
+                codec.scan_entries(target)
+            row.append((type(info.value), info.value.errno, str(info.value)))
+        with pytest.raises(TypeError, match="directory must be a str or os.PathLike"):
+            codec.scan_entries(os.fsencode(str(tmp_path)))
+        outcomes.append(row)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0][0] is FileNotFoundError
+    assert outcomes[0][1][0] is NotADirectoryError
+
+
+def populate(root: str, listing) -> None:
+    outside = os.path.join(root, "..", os.path.basename(root) + "-outside")
+    with open(outside, "w") as fh:
+        fh.write("{}")
+    for name, kind in listing:
+        path = os.path.join(root, name)
+        if kind == "file":
+            with open(path, "w") as fh:
+                fh.write("{}")
+        elif kind == "dir":
+            os.mkdir(path)
+        elif kind == "symlink":
+            os.symlink(outside, path)
+        elif kind == "dangling":
+            os.symlink(os.path.join(root, "nowhere"), path)
+        else:
+            os.mkfifo(path)
+
+
+@given(dir_entries)
+def test_generated_directories_agree(both_codecs, listing):
+    twin, compiled = both_codecs
+    with tempfile.TemporaryDirectory() as base:
+        root = os.path.join(base, "entries")
+        os.mkdir(root)
+        populate(root, listing)
+        expected = sorted(twin.scan_entries(root))
+        assert sorted(compiled.scan_entries(root)) == expected
+        compiled._set_scan_mode(force_lstat=True)
+        try:
+            assert sorted(compiled.scan_entries(root)) == expected
+        finally:
+            compiled._set_scan_mode()
+        # The oracle: a candidate is a regular file whose name classifies.
+        oracle = sorted(
+            (name, twin.decode_name(name))
+            for name, kind in listing
+            if kind == "file" and twin.classify_name(name) is not None
+        )
+        assert expected == oracle
