@@ -16,7 +16,20 @@ from ._codec import (
     scan_entries,
     validate_key,
 )
-from .errors import InvalidKeyError, InvalidKeyTypeError, SessionsdError
+from .errors import (
+    BlockedKeyError,
+    CorruptStoreError,
+    InvalidEntryError,
+    InvalidKeyError,
+    InvalidKeyTypeError,
+    KeyCollisionError,
+    SessionsdError,
+    StoreClosedError,
+    StoreLockTimeout,
+    UnsafeStoreError,
+)
+from .migration import Detection, MigrationResult, detect, migrate, rollback
+from .store import SessionStore
 
 __version__ = "0.1.0"
 
@@ -29,7 +42,20 @@ __all__ = [
     "encode_key",
     "scan_entries",
     "validate_key",
+    "SessionStore",
+    "Detection",
+    "MigrationResult",
+    "detect",
+    "migrate",
+    "rollback",
+    "BlockedKeyError",
+    "CorruptStoreError",
+    "InvalidEntryError",
     "InvalidKeyError",
     "InvalidKeyTypeError",
+    "KeyCollisionError",
     "SessionsdError",
+    "StoreClosedError",
+    "StoreLockTimeout",
+    "UnsafeStoreError",
 ]

@@ -18,6 +18,13 @@ __all__ = [
     "SessionsdError",
     "InvalidKeyError",
     "InvalidKeyTypeError",
+    "BlockedKeyError",
+    "KeyCollisionError",
+    "InvalidEntryError",
+    "UnsafeStoreError",
+    "StoreLockTimeout",
+    "StoreClosedError",
+    "CorruptStoreError",
 ]
 
 
@@ -45,3 +52,90 @@ class InvalidKeyTypeError(InvalidKeyError, TypeError):
     It is both a ``ValueError`` (as every bad key is) and a ``TypeError``
     (as Python code expects for a wrong type).
     """
+
+
+class BlockedKeyError(InvalidKeyError):
+    """The key is ``__proto__``, ``prototype`` or ``constructor``.
+
+    Readers of the same store in JavaScript skip these keys, so a session
+    stored under one could never be read back there: writing it is refused.
+    """
+
+
+class KeyCollisionError(SessionsdError, ValueError):
+    """Two different keys map to one entry file.
+
+    On a case-insensitive file system (default macOS and Windows volumes) two
+    base64url names that differ only in letter case are one file; a write that
+    would replace another session's document raises this instead.  ``key`` is
+    the key being written, ``existing_key`` the one already in the file.
+    """
+
+    def __init__(self, message: str, key: object = None, existing_key: object = None,
+                 path: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.existing_key = existing_key
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.key, self.existing_key, self.path))
+
+
+class InvalidEntryError(SessionsdError, ValueError):
+    """An entry is not a JSON object, or cannot be serialised as JSON."""
+
+    def __init__(self, message: str, key: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.key))
+
+
+class UnsafeStoreError(SessionsdError, PermissionError):
+    """A store path is unsafe to use: a symlink where a directory belongs, a
+    group/world-writable directory, or one owned by another user.  ``path``
+    names it.  It is a ``PermissionError`` (an ``OSError``)."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.path))
+
+
+class StoreLockTimeout(SessionsdError, TimeoutError):
+    """The store lock was not acquired within the timeout.  ``path`` is the
+    lock file, ``timeout`` the seconds waited."""
+
+    def __init__(self, message: str, path: object = None, timeout: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.path, self.timeout))
+
+
+class StoreClosedError(SessionsdError, ValueError):
+    """An operation was attempted on a closed store."""
+
+
+class CorruptStoreError(SessionsdError, ValueError):
+    """A store file cannot be parsed (say, a legacy ``sessions.json`` that is
+    neither JSON nor JSON5).  Nothing is written over it.  ``path`` names it."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.path))

@@ -1,0 +1,409 @@
+"""Directory mode: ``sessions.d/`` with one file per session (SPEC §2, §4).
+
+Commit protocol (every write holds the store lock):
+
+* ``sessions.d/seq`` is a seqlock: 8 bytes, little-endian.  A writer makes
+  it odd before it creates any file and even once the commit is complete, so
+  an odd value with a free lock means a writer died mid-commit.
+* A single-entry commit writes a temp file and renames it over the entry.
+* A multi-entry commit writes every new entry as a temp file, then the commit
+  record ``sessions.d/commit.json`` (renames + deletes + the new version),
+  applies it, bumps ``state.json`` and removes the record.  Recovery replays a
+  leftover record (idempotent: a rename whose temp file is gone was applied),
+  so a crash at any instant leaves the old state or the new one.
+
+Readers take no lock: single-entry reads see one file's old or new bytes;
+full loads are made consistent by the seqlock (see :meth:`snapshot`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+from typing import Any, Optional
+
+from . import _json
+from ._codec import HASHED_PREFIX, encode_key, scan_entries
+from ._documents import HEADER_BYTES, decode_document, read_updated_at_header
+from ._fsutil import (
+    fsync_dir,
+    is_temp_name,
+    read_regular,
+    replace,
+    temp_name,
+    write_atomic,
+    write_new,
+)
+from ._layout import State, StorePaths, read_state, state_bytes
+from .errors import KeyCollisionError, UnsafeStoreError
+
+__all__ = ["DirectoryStore", "Snapshot", "Change"]
+
+_SEQ = struct.Struct("<Q")
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+#: (name, key, bytes) to write an entry, (name, key, None) to delete one.
+Change = tuple[str, str, Optional[bytes]]
+
+
+class Snapshot:
+    """A consistent full read: entries by key, the file names, what was skipped."""
+
+    __slots__ = ("token", "entries", "names", "skipped")
+
+    def __init__(self, token: tuple[int, int], entries: dict[str, dict],
+                 names: dict[str, str], skipped: list[tuple[str, str]]) -> None:
+        self.token = token
+        self.entries = entries
+        self.names = names
+        self.skipped = skipped
+
+
+class _Retry(Exception):
+    """A full read overlapped a commit."""
+
+
+class DirectoryStore:
+    """The on-disk operations of one directory store.  Stateless apart from
+    settings and two per-process facts (recovery checked, case sensitivity)."""
+
+    def __init__(self, paths: StorePaths, durability: str = "file",
+                 bump_version_on_write: bool = False) -> None:
+        self.paths = paths
+        self.durability = durability
+        self.bump_version_on_write = bump_version_on_write
+        self._entries_prefix = paths.entries + os.sep
+        self._commit_checked = False
+        self._case_insensitive: Optional[bool] = None
+
+    # -- reads (no lock) ------------------------------------------------------
+
+    def entry_path(self, name: str) -> str:
+        return self._entries_prefix + name
+
+    def read_entry(self, key: str, name: str) -> Optional[dict]:
+        """The entry stored for *key* (already normalised), or ``None``."""
+        data = read_regular(self._entries_prefix + name)
+        if data is None:
+            return None
+        inline_key = None if name.startswith(HASHED_PREFIX) else key
+        decoded = decode_document(data, name, inline_key)
+        if isinstance(decoded, str) or decoded[0] != key:
+            return None
+        return decoded[1]
+
+    def read_updated_at(self, key: str, name: str) -> tuple[bool, Any]:
+        """``(found, entry["updatedAt"])``, reading only the file's header
+        when it was written by this library."""
+        path = self._entries_prefix + name
+        head = read_regular(path, HEADER_BYTES)
+        if head is None:
+            return (False, None)
+        quick = read_updated_at_header(head, key)
+        if quick is not None:
+            return quick
+        entry = self.read_entry(key, name)
+        if entry is None:
+            return (False, None)
+        return (True, entry.get("updatedAt"))
+
+    def read_seq(self) -> int:
+        data = read_regular(self.paths.seq, _SEQ.size)
+        if data is None or len(data) < _SEQ.size:
+            return 0  # a store written by the reference code has no seq
+        return _SEQ.unpack(data)[0]
+
+    def snapshot(self, state: State, seq: int, reuse: Optional[Snapshot] = None,
+                 dirty: Optional[dict[str, str]] = None) -> Snapshot:
+        """Read every entry; raises :class:`_Retry` if a commit overlapped.
+
+        With *reuse* (a cached snapshot of the same token, extended by this
+        process's own writes listed in *dirty*), only the dirty files are read.
+        """
+        if reuse is not None:
+            entries = dict(reuse.entries)
+            names = dict(reuse.names)
+            skipped = list(reuse.skipped)
+            for name, key in (dirty or {}).items():
+                entry = self.read_entry(key, name)
+                if entry is None:
+                    entries.pop(key, None)
+                    names.pop(name, None)
+                else:
+                    entries[key] = entry
+                    names[name] = key
+        else:
+            entries, names, skipped = self._read_all()
+        if os.path.lexists(self.paths.commit) or self.read_seq() != seq:
+            raise _Retry
+        after = read_state(self.paths)
+        if after is None or after.version != state.version:
+            raise _Retry
+        return Snapshot((state.version, seq), entries, names, skipped)
+
+    def _read_all(self) -> tuple[dict[str, dict], dict[str, str], list[tuple[str, str]]]:
+        entries: dict[str, dict] = {}
+        names: dict[str, str] = {}
+        skipped: list[tuple[str, str]] = []
+        prefix = self._entries_prefix
+        for name, inline_key in scan_entries(self.paths.entries):
+            data = read_regular(prefix + name)
+            if data is None:
+                skipped.append((name, "vanished or not a regular file"))
+                continue
+            decoded = decode_document(data, name, inline_key)
+            if isinstance(decoded, str):
+                skipped.append((name, decoded))
+                continue
+            key, entry = decoded
+            entries[key] = entry
+            names[name] = key
+        return entries, names, skipped
+
+    # -- the seqlock ------------------------------------------------------------
+
+    def _open_seq(self) -> tuple[int, int]:
+        fd = os.open(self.paths.seq, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        try:
+            data = os.pread(fd, _SEQ.size, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, (_SEQ.unpack(data)[0] if len(data) == _SEQ.size else 0)
+
+    @staticmethod
+    def _set_seq(fd: int, value: int) -> None:
+        os.pwrite(fd, _SEQ.pack(value), 0)
+
+    def _begin(self) -> tuple[int, int]:
+        """Open the commit: recover a dead writer's leftovers, make seq odd."""
+        fd, seq = self._open_seq()
+        try:
+            # A leftover commit record with an even seq only survives power
+            # loss (seq is not fsynced): look for one on the first write.
+            if seq & 1 or not self._commit_checked:
+                if seq & 1 or os.path.lexists(self.paths.commit):
+                    seq = self._recover(fd, seq)
+                self._commit_checked = True
+            self._set_seq(fd, seq + 1)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, seq + 1
+
+    def _end(self, fd: int, odd: int) -> None:
+        try:
+            self._set_seq(fd, odd + 1)
+        finally:
+            os.close(fd)
+
+    # -- recovery ---------------------------------------------------------------
+
+    def recover(self) -> bool:
+        """Under the lock: finish or discard a dead writer's commit.  Returns
+        True when something had to be done."""
+        fd, seq = self._open_seq()
+        try:
+            if not (seq & 1) and not os.path.lexists(self.paths.commit):
+                return False
+            self._recover(fd, seq)
+            return True
+        finally:
+            os.close(fd)
+
+    def _recover(self, fd: int, seq: int) -> int:
+        """Replay a commit record, drop temp files, make seq even; returns it."""
+        if os.path.lexists(self.paths.commit):
+            self._replay()
+        for directory in (self.paths.entries, self.paths.root):
+            with os.scandir(directory) as listing:
+                for item in listing:
+                    if is_temp_name(item.name) and item.is_file(follow_symlinks=False):
+                        try:
+                            os.unlink(item.path)
+                        except FileNotFoundError:
+                            pass  # another cleaner got there first
+        if seq & 1:
+            seq += 1
+            self._set_seq(fd, seq)
+        return seq
+
+    def _replay(self) -> None:
+        data = read_regular(self.paths.commit)
+        record = None
+        if data is not None:
+            try:
+                record = _json.loads(data)
+            except ValueError:
+                record = None
+        if not isinstance(record, dict):
+            # The record is written atomically: a bad one was never ours to
+            # apply.  Leave it for `check` rather than guess.
+            os.replace(self.paths.commit, self.paths.commit + f".invalid.{int(time.time() * 1000)}")
+            return
+        self._apply(record)
+        os.unlink(self.paths.commit)
+
+    def _apply(self, record: dict) -> None:
+        prefix = self._entries_prefix
+        for temp, name in record.get("renames", []):
+            try:
+                replace(prefix + temp, prefix + name)
+            except FileNotFoundError:
+                pass  # renamed before the crash: this part is already applied
+        for name in record.get("deletes", []):
+            self._unlink_entry(prefix + name)
+        version = record.get("version")
+        if type(version) is int:
+            state = read_state(self.paths, check_safety=False)
+            if state is not None and state.version < version:
+                write_atomic(self.paths.state, state_bytes(State(version, _now(), state.extra)),
+                             self.durability)
+        if self.durability != "none":
+            fsync_dir(self.paths.entries)
+
+    # -- writes (the caller holds the lock and has checked the mode) --------------
+
+    def _guard_target(self, path: str, key: str) -> None:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(info.st_mode):
+            raise UnsafeStoreError(f"refusing to replace a symlink at entry path: {path}", path)
+        if self._is_case_insensitive():
+            data = read_regular(path)
+            if data is not None:
+                try:
+                    doc = _json.loads(data)
+                except ValueError:
+                    return  # a corrupt file holds no session to protect
+                other = doc.get("sessionKey") if isinstance(doc, dict) else None
+                if isinstance(other, str) and other.strip() != key:
+                    raise KeyCollisionError(
+                        f"entry file {os.path.basename(path)} already holds session {other!r}; "
+                        f"on this case-insensitive file system it cannot also hold {key!r}",
+                        key, other, path,
+                    )
+
+    def _is_case_insensitive(self) -> bool:
+        if self._case_insensitive is None:
+            probe = os.path.join(self.paths.entries, f".sessionsd-case-probe-{os.getpid()}.tmp")
+            write_new(probe, b"", "none")
+            try:
+                self._case_insensitive = os.path.lexists(
+                    os.path.join(self.paths.entries, os.path.basename(probe).upper())
+                )
+            finally:
+                os.unlink(probe)
+        return self._case_insensitive
+
+    def _unlink_entry(self, path: str) -> bool:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False  # a symlink or directory is not an entry: left in place
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _write_temp(self, name: str, key: str, data: bytes) -> str:
+        self._guard_target(self._entries_prefix + name, key)
+        temp = temp_name(name)
+        write_new(self._entries_prefix + temp, data, self.durability)
+        return temp
+
+    def write_one(self, name: str, key: str, data: Optional[bytes]) -> tuple[bool, int]:
+        """Write (or, with ``data=None``, delete) one entry.
+
+        Invariant: the entry file is replaced by one rename; seq is odd from
+        before the temp file exists until after the rename.  Returns
+        ``(changed, seq before the commit)``.
+        """
+        fd, odd = self._begin()
+        try:
+            target = self._entries_prefix + name
+            if data is None:
+                changed = self._unlink_entry(target)
+            else:
+                temp = self._write_temp(name, key, data)
+                try:
+                    replace(self._entries_prefix + temp, target)
+                except BaseException:
+                    _unlink_quietly(self._entries_prefix + temp)
+                    raise
+                changed = True
+            if changed and self.durability == "full":
+                fsync_dir(self.paths.entries)
+            if changed and self.bump_version_on_write:
+                self._bump_state()
+        finally:
+            self._end(fd, odd)
+        return changed, odd - 1
+
+    def commit(self, changes: list[Change]) -> int:
+        """Apply *changes* as one atomic commit and bump ``state.json``.
+
+        Returns the seq before the commit.  An empty list writes nothing.
+        """
+        fd, odd = self._begin()
+        consistent = True
+        temps: list[str] = []
+        try:
+            renames = []
+            deletes = []
+            for name, key, data in changes:
+                if data is None:
+                    deletes.append(name)
+                else:
+                    temp = self._write_temp(name, key, data)
+                    temps.append(temp)
+                    renames.append([temp, name])
+            state = read_state(self.paths, check_safety=False)
+            version = (state.version if state else 0) + 1
+            record = {"version": version, "renames": renames, "deletes": deletes}
+            write_atomic(self.paths.commit, _json.dumps(record), self.durability)
+            # From here on the commit is decided: finish it, or let recovery.
+            consistent = False
+            self._apply(record)
+            os.unlink(self.paths.commit)
+            consistent = True
+            temps = []
+        finally:
+            for temp in temps:
+                _unlink_quietly(self._entries_prefix + temp)
+            if not consistent:
+                try:
+                    self._replay()
+                    consistent = True
+                except OSError:
+                    pass  # seq stays odd: the next reader or writer recovers
+            if consistent:
+                self._end(fd, odd)
+            else:
+                os.close(fd)
+        return odd - 1
+
+    def _bump_state(self) -> State:
+        state = read_state(self.paths, check_safety=False)
+        new = State(state.version + 1 if state else 1, _now(), state.extra if state else {})
+        write_atomic(self.paths.state, state_bytes(new), self.durability)
+        return new
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # a leftover temp file is a dotfile: never loaded, removed by recovery

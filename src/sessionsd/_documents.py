@@ -1,0 +1,105 @@
+"""Entry documents: ``{"sessionKey": key, "entry": {...}}`` (SPEC §2).
+
+Decoding applies every rule a loader needs: the document shape, the older
+raw form (the file is the entry itself, accepted only under an inline name),
+name consistency, blocked keys.  A file that fails gets a short reason, for
+``check`` and the load report.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Union
+
+from . import _json
+from ._codec import encode_key, validate_key
+from ._layout import BLOCKED_KEYS
+from .errors import InvalidEntryError, InvalidKeyError
+
+__all__ = ["encode_document", "decode_document", "read_updated_at_header", "HEADER_BYTES"]
+
+#: How much of a file the updated_at fast path reads first.
+HEADER_BYTES = 4096
+
+
+def encode_document(key: str, entry: Any) -> bytes:
+    """The bytes of *entry*'s file; raises InvalidEntryError for a non-dict
+    or a value JSON cannot represent."""
+    if not isinstance(entry, dict):
+        raise InvalidEntryError(
+            f"a session entry must be a dict (a JSON object), not {type(entry).__name__}", key
+        )
+    if "updatedAt" in entry and next(iter(entry)) != "updatedAt":
+        # updatedAt first lets updated_at() read it from the file's first bytes.
+        entry = {"updatedAt": entry["updatedAt"], **entry}
+    try:
+        return _json.dumps({"sessionKey": key, "entry": entry})
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidEntryError(f"session entry for {key!r} is not JSON-serialisable: {exc}", key) from exc
+
+
+def decode_document(data: bytes, name: str, inline_key: Optional[str]) -> Union[tuple[str, dict], str]:
+    """``(key, entry)`` for a valid entry file, else the reason it is skipped.
+
+    *inline_key* is the key the file name encodes, ``None`` for a hashed name.
+    """
+    if not data.strip():
+        return "empty file"
+    try:
+        doc = _json.loads(data)
+    except ValueError:
+        return "invalid JSON"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if "sessionKey" in doc or "entry" in doc:
+        raw_key = doc.get("sessionKey")
+        entry = doc.get("entry")
+        if not isinstance(raw_key, str):
+            return "sessionKey is not a string"
+        if not isinstance(entry, dict):
+            return "entry is not a JSON object"
+        try:
+            key = validate_key(raw_key)
+        except InvalidKeyError:
+            return "sessionKey is not a valid key"
+        if inline_key is not None:
+            if key != inline_key:
+                return "sessionKey does not match the file name"
+        elif encode_key(key) != name:
+            return "sessionKey does not match the file name"
+    else:
+        # The older raw form: the key can only come from an inline name.
+        if inline_key is None:
+            return "raw entry under a hashed name"
+        key, entry = inline_key, doc
+    if key in BLOCKED_KEYS:
+        return "blocked key"
+    return key, entry
+
+
+_WS = rb"[ \t\n\r]*"
+# The first bytes of a document written with "updatedAt" as the entry's
+# first field (as this library writes it): the key and the timestamp can be
+# taken from the header alone.  Anything else falls back to a full parse.
+_HEADER = re.compile(
+    _WS + rb"\{" + _WS + rb'"sessionKey"' + _WS + rb":" + _WS
+    + rb'("(?:[^"\\\x00-\x1f]|\\.)*")' + _WS + rb"," + _WS + rb'"entry"' + _WS + rb":" + _WS
+    + rb"\{" + _WS + rb'"updatedAt"' + _WS + rb":" + _WS
+    + rb"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)" + _WS + rb"[,}]"
+)
+
+
+def read_updated_at_header(head: bytes, key: str) -> tuple[bool, Any]:
+    """``(True, updatedAt)`` when *head* starts a document of *key* whose
+    entry begins with ``updatedAt``; ``(False, None)`` when the header says
+    the file is another key's; ``None`` when a full parse is needed."""
+    match = _HEADER.match(head)
+    if match is None:
+        return None  # type: ignore[return-value]
+    try:
+        doc_key = validate_key(_json.loads(match.group(1)))
+    except (ValueError, InvalidKeyError):
+        return None  # type: ignore[return-value]
+    if doc_key != key:
+        return (False, None)
+    return (True, _json.loads(match.group(2)))

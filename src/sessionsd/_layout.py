@@ -1,0 +1,156 @@
+"""Where everything lives (SPEC §2) and the activity rule of ``state.json``."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import _json
+from ._fsutil import check_private_dir, read_regular
+
+__all__ = [
+    "STATE_KIND",
+    "LAYOUT_VERSION",
+    "BLOCKED_KEYS",
+    "StorePaths",
+    "State",
+    "read_state",
+    "parse_state",
+    "state_bytes",
+    "now_ms",
+]
+
+STATE_KIND = "openclaw-session-store-directory"
+LAYOUT_VERSION = 1
+#: Keys JavaScript readers of the same store skip (prototype pollution guard).
+BLOCKED_KEYS = frozenset({"__proto__", "prototype", "constructor"})
+
+LEGACY_NAME = "sessions.json"
+ROOT_NAME = "sessions.d"
+LOCK_NAME = "sessions.json.lock"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """Every path derived from one store path (the legacy ``sessions.json``)."""
+
+    store: str
+    dir: str
+    root: str
+    entries: str
+    state: str
+    seq: str
+    commit: str
+    lock: str
+
+    @classmethod
+    def from_store_path(cls, store_path: "str | os.PathLike[str]") -> "StorePaths":
+        store = os.path.abspath(os.fspath(store_path))
+        directory = os.path.dirname(store)
+        root = os.path.join(directory, ROOT_NAME)
+        return cls(
+            store=store,
+            dir=directory,
+            root=root,
+            entries=os.path.join(root, "entries"),
+            state=os.path.join(root, "state.json"),
+            seq=os.path.join(root, "seq"),
+            commit=os.path.join(root, "commit.json"),
+            # The same lock in both modes, on the real directory, so two
+            # spellings of one store (symlinked parents) share it.
+            lock=os.path.join(os.path.realpath(directory), LOCK_NAME),
+        )
+
+    def staging(self, pid: int, ms: int) -> str:
+        return os.path.join(self.dir, f"{ROOT_NAME}.staging-{pid}-{ms}")
+
+    def orphan(self, ms: int) -> str:
+        return os.path.join(self.dir, f"{ROOT_NAME}.orphan.{ms}")
+
+    def legacy_backup(self, ms: int) -> str:
+        return f"{self.store}.bak.{ms}"
+
+    def directory_backup(self, ms: int) -> str:
+        return f"{self.root}.bak.{ms}"
+
+
+@dataclass(frozen=True)
+class State:
+    """A valid ``state.json``; ``extra`` keeps fields we do not know."""
+
+    version: int
+    updated_at: float
+    extra: dict
+
+    def bumped(self) -> "State":
+        return State(self.version + 1, now_ms(), self.extra)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_state(data: bytes) -> Optional[State]:
+    """A :class:`State` if *data* is a valid state document, else ``None``."""
+    try:
+        doc = _json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    layout = doc.get("layoutVersion")
+    version = doc.get("version")
+    updated = doc.get("updatedAt")
+    if doc.get("kind") != STATE_KIND:
+        return None
+    if not _is_number(layout) or layout != LAYOUT_VERSION:
+        return None
+    if type(version) is not int or version < 1:
+        return None
+    if not _is_number(updated) or not math.isfinite(updated):
+        return None
+    extra = {k: v for k, v in doc.items() if k not in ("kind", "layoutVersion", "version", "updatedAt")}
+    return State(version, updated, extra)
+
+
+def state_bytes(state: State) -> bytes:
+    doc = {"kind": STATE_KIND, "layoutVersion": LAYOUT_VERSION, "version": state.version,
+           "updatedAt": state.updated_at}
+    doc.update(state.extra)
+    return _json.dumps(doc)
+
+
+def read_state(paths: StorePaths, *, check_safety: bool = True) -> Optional[State]:
+    """The activity rule: the :class:`State` of an active directory store,
+    ``None`` when ``sessions.d`` is not an active store (missing, a symlink,
+    half-built, foreign, invalid ``state.json``).
+
+    With *check_safety*, an active store whose directories others could write
+    into raises :class:`~sessionsd.errors.UnsafeStoreError` instead of being
+    used -- falling back to the legacy file would silently hide its sessions.
+    """
+    infos = []
+    for path in (paths.root, paths.entries):
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISDIR(info.st_mode):  # includes symlinks (lstat)
+            return None
+        infos.append((path, info))
+    data = read_regular(paths.state)
+    if data is None:
+        return None
+    state = parse_state(data)
+    if state is not None and check_safety:
+        for path, info in infos:
+            check_private_dir(path, info)
+    return state

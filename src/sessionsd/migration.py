@@ -1,0 +1,387 @@
+"""Migration between the legacy file and the directory store (SPEC §6).
+
+* :func:`detect` -- read-only inspection of a store path.
+* :func:`migrate` -- legacy ``sessions.json`` → ``sessions.d``: a fresh
+  migration stages every entry in ``sessions.d.staging-<pid>-<ms>``, fsyncs,
+  writes ``state.json`` last and promotes the staging directory with one
+  rename; the legacy file is then renamed to ``sessions.json.bak.<ms>``.
+  When the directory is already active (a crash after promotion, or a legacy
+  file written back by an old process) the legacy entries are merged in --
+  only strictly newer ones win -- as one atomic commit.
+* :func:`rollback` -- ``sessions.d`` → ``sessions.json`` (written and
+  fsynced first), then ``sessions.d`` renamed to ``sessions.d.bak.<ms>``.
+
+All three hold the store lock, so concurrent migrations of one store end with
+exactly one ``migrated`` and the others ``already_directory``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import _json
+from ._codec import encode_key
+from ._documents import encode_document
+from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
+from ._layout import State, StorePaths, now_ms, read_state, state_bytes
+from ._legacy import normalize_entries, parse_legacy
+from .errors import UnsafeStoreError
+
+__all__ = [
+    "OUTCOMES",
+    "STATUSES",
+    "MAX_LEGACY_BYTES",
+    "Detection",
+    "MigrationResult",
+    "detect",
+    "migrate",
+    "rollback",
+    "migrate_snapshot",
+    "cleanup_stale_staging",
+]
+
+_log = logging.getLogger("sessionsd")
+
+OUTCOMES = ("migrated", "already_directory", "skipped_empty", "skipped_invalid", "missing", "failed")
+STATUSES = ("already_directory", "ready_to_migrate", "empty_legacy", "invalid_legacy", "missing")
+#: Legacy files larger than this are not migrated automatically (64 MiB).
+MAX_LEGACY_BYTES = 64 * 1024 * 1024
+
+_PREVIEW = {
+    "already_directory": "Directory-backed session store is already active.",
+    "missing": "No legacy sessions.json store was found.",
+    "invalid_legacy": "Legacy sessions.json exists but could not be migrated safely.",
+    "empty_legacy": "Legacy sessions.json contains no valid session entries to migrate.",
+}
+
+
+@dataclass
+class Detection:
+    """What :func:`detect` found (nothing is written to find it)."""
+
+    store_path: str
+    status: str
+    legacy_exists: bool
+    directory_active: bool
+    legacy_entry_count: int = 0
+    normalized_entry_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    preview: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MigrationResult:
+    """The outcome of one :func:`migrate` call."""
+
+    store_path: str
+    outcome: str
+    legacy_entries: int = 0
+    migrated_entries: int = 0
+    backup_path: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Inspection:
+    kind: str  # missing | invalid | empty | ready
+    raw_count: int = 0
+    entries: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _default_normalize(key: Any) -> str:
+    from ._codec import validate_key
+
+    return validate_key(key).lower()
+
+
+def _inspect(paths: StorePaths, normalize: Callable[[Any], str], max_bytes: int) -> _Inspection:
+    try:
+        info = os.lstat(paths.store)
+    except (FileNotFoundError, NotADirectoryError):
+        return _Inspection("missing")
+    if not stat.S_ISREG(info.st_mode):
+        return _Inspection("invalid", warnings=["Legacy sessions.json is not a regular file."])
+    if info.st_size > max_bytes:
+        return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
+    try:
+        with open(paths.store, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        return _Inspection("missing")
+    if len(data) > max_bytes:
+        return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
+    if not data.strip():
+        return _Inspection("empty")
+    warnings: list[str] = []
+    try:
+        value, used_json5 = parse_legacy(data)
+    except ValueError as exc:
+        return _Inspection("invalid", warnings=[f"Failed to parse legacy sessions.json: {exc}"])
+    if used_json5:
+        warnings.append("Legacy sessions.json is not strict JSON; it was read as JSON5.")
+    if not isinstance(value, dict):
+        return _Inspection("invalid", warnings=warnings + ["Legacy sessions.json does not contain an object store."])
+    entries, _dropped = normalize_entries(value, normalize)
+    if not entries:
+        return _Inspection("empty", raw_count=len(value), warnings=warnings)
+    return _Inspection("ready", raw_count=len(value), entries=entries, warnings=warnings)
+
+
+def detect(store_path, *, normalize: Optional[Callable[[Any], str]] = None,
+           max_bytes: int = MAX_LEGACY_BYTES) -> Detection:
+    """Read-only inspection of a store path: status, counts, warnings, preview."""
+    paths = StorePaths.from_store_path(store_path)
+    active = read_state(paths, check_safety=False) is not None
+    inspection = _inspect(paths, normalize or _default_normalize, max_bytes)
+    status = {
+        "missing": "already_directory" if active else "missing",
+        "invalid": "invalid_legacy",
+        "empty": "empty_legacy",
+        "ready": "ready_to_migrate",
+    }[inspection.kind]
+    count = len(inspection.entries)
+    preview = _PREVIEW.get(status) or (
+        f"Legacy sessions.json is ready to migrate ({count} normalized entries)."
+    )
+    return Detection(
+        store_path=paths.store,
+        status=status,
+        legacy_exists=inspection.kind != "missing",
+        directory_active=active,
+        legacy_entry_count=inspection.raw_count,
+        normalized_entry_count=count,
+        warnings=inspection.warnings,
+        preview=preview,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if IS_WINDOWS:  # pragma: no cover - no signal 0 on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
+def cleanup_stale_staging(paths: StorePaths) -> list[str]:
+    """Remove staging directories of dead processes; returns their paths.
+    Only ``sessions.d.staging-<pid>-<ms>`` names are touched."""
+    removed = []
+    try:
+        names = os.listdir(paths.dir)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith("sessions.d.staging-"):
+            continue
+        pid_text = name[len("sessions.d.staging-"):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        path = os.path.join(paths.dir, name)
+        if os.path.islink(path) or not os.path.isdir(path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _flush_all(paths_written: list[str]) -> None:
+    """Make every written file durable before promotion.  Linux: one
+    ``sync()`` (it waits for the write-back) instead of thousands of fsyncs;
+    elsewhere, fsync each file."""
+    if sys.platform.startswith("linux"):
+        os.sync()
+        return
+    for path in paths_written:  # pragma: no cover - macOS/Windows
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _quarantine_inactive(paths: StorePaths) -> Optional[str]:
+    """Move an inactive ``sessions.d`` out of the way (never deleted)."""
+    try:
+        info = os.lstat(paths.root)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeStoreError(f"refusing to use symlinked directory session store path: {paths.root}",
+                               paths.root)
+    target = paths.orphan(now_ms())
+    os.rename(paths.root, target)
+    _log.warning("moved an inactive session-store directory aside: %s -> %s", paths.root, target)
+    return target
+
+
+def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None:
+    """Stage *entries* and promote them to ``sessions.d`` with one rename.
+
+    Invariant: ``state.json`` is written last and the staging directory is
+    renamed only after everything in it is durable; until that rename the
+    legacy file stays authoritative.  Any failure removes the staging
+    directory and re-raises."""
+    cleanup_stale_staging(paths)
+    _quarantine_inactive(paths)
+    staging = paths.staging(os.getpid(), now_ms())
+    staging_entries = os.path.join(staging, "entries")
+    try:
+        os.mkdir(staging, 0o700)
+        os.mkdir(staging_entries, 0o700)
+        written = []
+        prefix = staging_entries + os.sep
+        for index, (key, entry) in enumerate(entries.items()):
+            path = prefix + encode_key(key)
+            write_new(path, encode_document(key, entry), "none")
+            written.append(path)
+            if progress is not None:
+                progress(index + 1, len(entries))
+        seq_path = os.path.join(staging, "seq")
+        write_new(seq_path, bytes(8), "none")
+        written.append(seq_path)
+        _flush_all(written)
+        fsync_dir(staging_entries)
+        write_atomic(os.path.join(staging, "state.json"),
+                     state_bytes(State(1, now_ms(), {})), "full")
+        os.rename(staging, paths.root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(paths.dir)
+
+
+def _backup_legacy(paths: StorePaths, warnings: list[str]) -> Optional[str]:
+    backup = paths.legacy_backup(now_ms())
+    try:
+        os.rename(paths.store, backup)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        # The directory store is already authoritative; the legacy file is
+        # merely still there (the next migration merges and retries this).
+        warnings.append(f"failed to back up legacy session store after directory migration: {exc}")
+        _log.warning("failed to back up legacy session store %s: %s", paths.store, exc)
+        return None
+    fsync_dir(paths.dir)
+    return backup
+
+
+def migrate_snapshot(store, entries: dict[str, dict]) -> MigrationResult:
+    """Save-time migration (the caller, a SessionStore, holds the lock):
+    promote *entries* -- the store as the caller wants it saved -- and back
+    up whatever legacy file was there."""
+    paths = store.paths
+    warnings: list[str] = []
+    _promote(paths, entries)
+    backup = _backup_legacy(paths, warnings)
+    store._cache.clear()
+    _log.info("migrated session store to directory mode on save: %s (%d entries)",
+              paths.store, len(entries))
+    return MigrationResult(paths.store, "migrated", len(entries), len(entries), backup, warnings)
+
+
+def _updated_at(entry: dict) -> float:
+    value = entry.get("updatedAt")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return 0
+
+
+def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: int = MAX_LEGACY_BYTES,
+            lower_keys: bool = True, progress: Optional[Callable[[int, int], None]] = None
+            ) -> MigrationResult:
+    """Migrate one store to directory mode (idempotent, crash-safe).
+
+    Exceptions propagate (the startup runner turns them into ``failed``).
+    *progress*, if given, is called as ``progress(done, total)`` while
+    entry files are staged.
+    """
+    from .store import SessionStore
+
+    store = SessionStore(store_path, lower_keys=lower_keys, lock_timeout=lock_timeout)
+    paths = store.paths
+    with store._lock.hold(lock_timeout, heavy=True):
+        cleanup_stale_staging(paths)
+        active = read_state(paths) is not None
+        inspection = _inspect(paths, store.normalize_key, max_bytes)
+        result = MigrationResult(paths.store, "missing", warnings=list(inspection.warnings))
+        if inspection.kind == "missing":
+            result.outcome = "already_directory" if active else "missing"
+            return result
+        if inspection.kind == "invalid":
+            result.outcome = "skipped_invalid"
+            return result
+        result.legacy_entries = inspection.raw_count
+        if inspection.kind == "empty":
+            result.outcome = "skipped_empty"
+            return result
+        if active:
+            # Merge: a legacy entry wins only if strictly newer.
+            def merge(current: dict) -> int:
+                for key, entry in inspection.entries.items():
+                    existing = current.get(key)
+                    if existing is None or _updated_at(entry) > _updated_at(existing):
+                        current[key] = entry
+                return len(current)
+
+            result.migrated_entries = store.update(merge)
+        else:
+            _promote(paths, inspection.entries, progress)
+            result.migrated_entries = len(inspection.entries)
+        result.outcome = "migrated"
+        result.backup_path = _backup_legacy(paths, result.warnings)
+        store._cache.clear()
+    _log.info("migrated session store %s: %d entries", paths.store, result.migrated_entries)
+    return result
+
+
+def rollback(store_path, *, dry_run: bool = False, lock_timeout: float = 60.0) -> bool:
+    """Restore ``sessions.json`` from the directory store; returns True if
+    there was an active directory store to restore (or, with *dry_run*,
+    would be).  The directory is renamed to ``sessions.d.bak.<ms>``, never
+    deleted."""
+    from .store import SessionStore
+
+    store = SessionStore(store_path, lock_timeout=lock_timeout)
+    paths = store.paths
+    if dry_run:
+        return read_state(paths, check_safety=False) is not None
+    with store._lock.hold(lock_timeout, heavy=True):
+        if read_state(paths) is None:
+            return False
+        store._dir.recover()
+        entries = store._dir_snapshot_locked(read_state(paths)).entries
+        # Invariant: sessions.json is complete and durable before sessions.d
+        # stops being active; a crash in between leaves the directory active
+        # (it wins) and the next migrate() merges the identical legacy file.
+        write_atomic(paths.store, _json.dumps(entries), "full")
+        backup = paths.directory_backup(now_ms())
+        os.rename(paths.root, backup)
+        fsync_dir(paths.dir)
+        store._cache.clear()
+    _log.info("rolled back session store %s to legacy sessions.json (directory kept as %s)",
+              paths.store, backup)
+    return True
+

@@ -1,0 +1,530 @@
+"""The public store: :class:`SessionStore`.
+
+One object per store path (the legacy ``sessions.json`` path).  It picks the
+mode by the activity rule -- directory mode when ``sessions.d`` is an active
+directory store, legacy mode otherwise -- and re-checks it under the lock on
+every write and on every miss, so a migration or rollback done by another
+process is followed.
+
+Thread- and process-safe: every write takes the store lock inside; reads take
+none.  Keys are normalised (trimmed, lower-cased unless ``lower_keys=False``)
+the same way on every path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+from . import _json
+from ._codec import encode_key, validate_key
+from ._directory import DirectoryStore, Snapshot, _Retry
+from ._documents import encode_document
+from ._fsutil import DURABILITY_MODES
+from ._layout import BLOCKED_KEYS, StorePaths, read_state
+from ._legacy import LegacySnapshot, LegacyStore
+from ._lock import DEFAULT_TIMEOUT, StoreLock
+from .errors import (
+    BlockedKeyError,
+    InvalidEntryError,
+    InvalidKeyError,
+    StoreClosedError,
+)
+
+__all__ = ["SessionStore", "DIRECTORY", "LEGACY"]
+
+_log = logging.getLogger("sessionsd")
+
+DIRECTORY = "directory"
+LEGACY = "legacy"
+_SNAPSHOT_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts and lists copied, leaves shared)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_json(v) for v in value]
+    return value
+
+
+def copy_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: copy_json(entry) for key, entry in entries.items()}
+
+
+class _Cache:
+    """The per-process cache of one store, shared by its store objects.
+
+    Directory mode: a snapshot valid for ``token`` = (state version, seq);
+    ``dirty`` lists entry files this process rewrote since, so the next load
+    re-reads just those.  Legacy mode: the parsed file and its stat token.
+    """
+
+    _registry: dict[str, "_Cache"] = {}
+    _registry_mutex = threading.Lock()
+
+    @classmethod
+    def for_path(cls, path: str) -> "_Cache":
+        with cls._registry_mutex:
+            cache = cls._registry.get(path)
+            if cache is None:
+                cache = cls._registry[path] = cls()
+            return cache
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.snapshot: Optional[Snapshot] = None
+        self.token: Optional[tuple[int, int]] = None
+        self.dirty: dict[str, str] = {}
+        self.legacy: Optional[LegacySnapshot] = None
+
+    def clear(self) -> None:
+        with self.mutex:
+            self.snapshot = None
+            self.token = None
+            self.dirty = {}
+            self.legacy = None
+
+
+class SessionStore:
+    """Per-session metadata store rooted at a ``sessions.json`` path.
+
+    Parameters
+    ----------
+    path:
+        The store path: the legacy ``sessions.json`` (it need not exist).
+        The directory store lives beside it in ``sessions.d/``.
+    lower_keys:
+        Lower-case keys after trimming (the default; the reference store's
+        rule).  ``False`` keeps their case.
+    durability:
+        ``"none"``: rename-atomic, survives process crashes.  ``"file"`` (the
+        default): fsync each file before its rename, so power loss never
+        leaves an empty or torn entry.  ``"full"``: also fsync the directory,
+        so a write is on disk when the call returns.
+    lock_timeout:
+        Seconds to wait for the store lock before :class:`StoreLockTimeout`
+        (negative: forever).
+    bump_version_on_write:
+        Also bump ``state.json``'s version on single-entry writes, for mixed
+        deployments whose other readers cache on that version alone.
+    cache:
+        Keep the per-process snapshot cache that makes repeated ``load()``
+        cheap.  Single-entry reads never use it.
+    """
+
+    def __init__(self, path, *, lower_keys: bool = True, durability: str = "file",
+                 lock_timeout: float = DEFAULT_TIMEOUT, bump_version_on_write: bool = False,
+                 cache: bool = True) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.paths = StorePaths.from_store_path(path)
+        self.lower_keys = lower_keys
+        self.durability = durability
+        self.lock_timeout = lock_timeout
+        self._lock = StoreLock.for_path(self.paths.lock)
+        self._dir = DirectoryStore(self.paths, durability, bump_version_on_write)
+        self._legacy = LegacyStore(self.paths, durability, self.normalize_key)
+        self._cache = _Cache.for_path(self.paths.store) if cache else _Cache()
+        self._mode: Optional[str] = None
+        self._closed = False
+        #: (file name, reason) of entry files the last full load skipped.
+        self.skipped: list[tuple[str, str]] = []
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Forget this object's state; every later call raises StoreClosedError.
+        Nothing is buffered: every write was complete when it returned."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "SessionStore":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (self._mode or "mode not yet detected")
+        return f"<SessionStore {self.paths.store!r} ({state})>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"session store is closed: {self.paths.store}")
+
+    # -- keys and modes -----------------------------------------------------------
+
+    def normalize_key(self, key: Any) -> str:
+        """The store's form of *key*: trimmed, lower-cased unless disabled.
+        Raises InvalidKeyError (a ValueError) for a bad key."""
+        trimmed = validate_key(key)
+        return trimmed.lower() if self.lower_keys else trimmed
+
+    def _writable_key(self, key: Any) -> str:
+        normalized = self.normalize_key(key)
+        if normalized in BLOCKED_KEYS:
+            raise BlockedKeyError(
+                f"session key {normalized!r} is reserved (JavaScript readers of this store "
+                "skip it, so it could never be read back)",
+                key,
+            )
+        return normalized
+
+    @property
+    def mode(self) -> str:
+        """``"directory"`` or ``"legacy"``, detected now."""
+        self._check_open()
+        return self._detect()
+
+    def _detect(self) -> str:
+        return DIRECTORY if self._detect_state() is not None else LEGACY
+
+    def _detect_state(self):
+        """The directory store's State when it is active (else None); sets the mode."""
+        state = read_state(self.paths)
+        self._mode = DIRECTORY if state is not None else LEGACY
+        return state
+
+    # -- single-entry reads: one file, no lock, no cache, no scan ----------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The entry of *key* (a fresh dict the caller owns), or *default*."""
+        self._check_open()
+        normalized = self.normalize_key(key)
+        if normalized in BLOCKED_KEYS:
+            return default
+        if (self._mode or self._detect()) == DIRECTORY:
+            entry = self._dir.read_entry(normalized, encode_key(normalized))
+            if entry is not None:
+                return entry
+            if self._detect() == DIRECTORY:
+                return default
+        entry = self._legacy_snapshot().entries.get(normalized)
+        return default if entry is None else copy_json(entry)
+
+    def updated_at(self, key: Any) -> Any:
+        """``entry["updatedAt"]`` of *key* exactly as stored, or ``None``.
+
+        Directory mode reads the head of one file (the whole file only when
+        another writer put ``updatedAt`` elsewhere than first)."""
+        self._check_open()
+        normalized = self.normalize_key(key)
+        if normalized in BLOCKED_KEYS:
+            return None
+        if (self._mode or self._detect()) == DIRECTORY:
+            found, value = self._dir.read_updated_at(normalized, encode_key(normalized))
+            if found:
+                return value
+            if self._detect() == DIRECTORY:
+                return None
+        entry = self._legacy_snapshot().entries.get(normalized)
+        return None if entry is None else entry.get("updatedAt")
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key) is not None
+
+    # -- single-entry writes: O(1) in store size ---------------------------------
+
+    def put(self, key: Any, entry: dict) -> None:
+        """Create or replace the entry of *key*."""
+        self._check_open()
+        normalized = self._writable_key(key)
+        data = encode_document(normalized, entry)  # serialise outside the lock
+        with self._lock.hold(self.lock_timeout):
+            state = self._detect_state()
+            if state is not None:
+                self._write_one(state, normalized, data)
+                return
+            self._legacy_update(lambda entries: entries.__setitem__(normalized, entry))
+
+    def patch(self, key: Any, fields: Mapping[str, Any]) -> Optional[dict]:
+        """Shallow-merge *fields* into the entry of *key*; returns the merged
+        entry, or ``None`` (writing nothing) when there is no such entry."""
+        self._check_open()
+        if not isinstance(fields, Mapping):
+            raise InvalidEntryError(f"patch fields must be a mapping, not {type(fields).__name__}", key)
+
+        def merge(current: Optional[dict]) -> Optional[dict]:
+            return None if current is None else {**current, **fields}
+
+        return self._update_one(key, merge, create=False)
+
+    def update_entry(self, key: Any, fn: Callable[[Optional[dict]], Optional[dict]]) -> Optional[dict]:
+        """Read-modify-write one entry under the lock.
+
+        *fn* gets a private copy of the entry (``None`` when missing) and
+        returns the entry to store, or ``None`` to store nothing.  Returns the
+        entry now stored (``None`` if there is none)."""
+        self._check_open()
+        return self._update_one(key, fn, create=True)
+
+    def _update_one(self, key: Any, fn: Callable[[Optional[dict]], Optional[dict]],
+                    create: bool) -> Optional[dict]:
+        normalized = self._writable_key(key)
+        name = encode_key(normalized)
+        with self._lock.hold(self.lock_timeout):
+            state = self._detect_state()
+            if state is not None:
+                current = self._dir.read_entry(normalized, name)
+                if current is None and not create:
+                    return None
+                new = fn(None if current is None else copy_json(current))
+                if new is None:
+                    return current
+                self._write_one(state, normalized, encode_document(normalized, new))
+                return new
+            outcome: list[Optional[dict]] = []
+
+            def mutate(entries: dict) -> None:
+                current = entries.get(normalized)
+                if current is None and not create:
+                    outcome.append(None)
+                    return
+                new = fn(None if current is None else copy_json(current))
+                if new is None:
+                    outcome.append(current)
+                    return
+                if not isinstance(new, dict):
+                    raise InvalidEntryError(
+                        f"a session entry must be a dict (a JSON object), not {type(new).__name__}", key)
+                entries[normalized] = new
+                outcome.append(new)
+
+            self._legacy_update(mutate)
+            return outcome[0]
+
+    def delete(self, key: Any) -> bool:
+        """Remove the entry of *key*; True if there was one.  A symlink or
+        other non-regular file at the entry's path is left in place."""
+        self._check_open()
+        normalized = self.normalize_key(key)
+        if normalized in BLOCKED_KEYS:
+            return False
+        with self._lock.hold(self.lock_timeout):
+            state = self._detect_state()
+            if state is not None:
+                return self._write_one(state, normalized, None)
+            removed: list[bool] = []
+            self._legacy_update(lambda entries: removed.append(entries.pop(normalized, None) is not None))
+            return removed[0]
+
+    def _write_one(self, state, key: str, data: Optional[bytes]) -> bool:
+        name = encode_key(key)
+        changed, seq_before = self._dir.write_one(name, key, data)
+        if changed:
+            version = state.version + (1 if self._dir.bump_version_on_write else 0)
+            self._note_commit(state.version, seq_before, version, {name: key})
+        return changed
+
+    def _note_commit(self, version_before: int, seq_before: int, version_after: int,
+                     dirty: dict[str, str]) -> None:
+        """Keep the cache valid across this process's own commit (the lock is
+        held, so nobody else committed in between)."""
+        cache = self._cache
+        with cache.mutex:
+            if cache.snapshot is not None and cache.token == (version_before, seq_before):
+                cache.token = (version_after, seq_before + 2)
+                cache.dirty.update(dirty)
+            else:
+                cache.snapshot = None
+                cache.token = None
+                cache.dirty = {}
+
+    # -- whole-store operations ----------------------------------------------------
+
+    def load(self) -> dict[str, dict]:
+        """Every session, ``{key: entry}``: a snapshot-consistent read (no
+        half-applied commit is ever visible), deep-copied for the caller."""
+        self._check_open()
+        return copy_entries(self._entries_snapshot())
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """``{key: {"lastChannel", "lastTo", "updatedAt"}}`` for every session."""
+        self._check_open()
+        return {
+            key: {
+                "lastChannel": entry.get("lastChannel"),
+                "lastTo": entry.get("lastTo"),
+                "updatedAt": entry.get("updatedAt"),
+            }
+            for key, entry in self._entries_snapshot().items()
+        }
+
+    def keys(self) -> list[str]:
+        self._check_open()
+        return list(self._entries_snapshot())
+
+    def __len__(self) -> int:
+        self._check_open()
+        return len(self._entries_snapshot())
+
+    def update(self, mutator: Callable[[dict[str, dict]], T]) -> T:
+        """Run *mutator* on a private copy of the whole store under the lock,
+        then commit only what changed (added, changed and removed entries,
+        compared by value) as one atomic commit.  Returns what *mutator*
+        returns.  An unchanged store writes nothing."""
+        self._check_open()
+        with self._lock.hold(self.lock_timeout, heavy=True):
+            state = self._detect_state()
+            if state is not None:
+                if self._dir.recover():  # a replayed commit bumps the version
+                    state = read_state(self.paths)
+                before = self._dir_snapshot_locked(state)
+                work = copy_entries(before.entries)
+                result = mutator(work)
+                self._commit_diff(state.version, before, work)
+                return result
+            holder: list[T] = []
+            self._legacy_update(lambda entries: holder.append(mutator(entries)))
+            return holder[0]
+
+    def save(self, mapping: Mapping[str, dict]) -> None:
+        """Make the store hold exactly *mapping*, writing only the difference."""
+        if not isinstance(mapping, Mapping):
+            raise InvalidEntryError(f"save() needs a mapping of key -> entry, not {type(mapping).__name__}")
+
+        def replace_all(entries: dict) -> None:
+            entries.clear()
+            entries.update(mapping)
+
+        self.update(replace_all)
+
+    def _normalized_mapping(self, mapping: Mapping[Any, Any]) -> dict[str, dict]:
+        result: dict[str, dict] = {}
+        for raw_key, entry in mapping.items():
+            key = self._writable_key(raw_key)
+            if key in result:
+                raise InvalidKeyError(
+                    f"two keys normalise to {key!r}; keep one of them", raw_key)
+            if not isinstance(entry, dict):
+                raise InvalidEntryError(
+                    f"a session entry must be a dict (a JSON object), not {type(entry).__name__}", raw_key)
+            result[key] = entry
+        return result
+
+    def _commit_diff(self, version: int, before: Snapshot, work: Mapping[str, dict]) -> None:
+        after = self._normalized_mapping(work)
+        old = before.entries
+        changes = []
+        dirty: dict[str, str] = {}
+        for key, entry in after.items():
+            if key not in old or old[key] != entry:
+                name = encode_key(key)
+                changes.append((name, key, encode_document(key, entry)))
+                dirty[name] = key
+        for key in old:
+            if key not in after:
+                name = encode_key(key)
+                changes.append((name, key, None))
+                dirty[name] = key
+        if not changes:
+            return
+        seq_before = self._dir.commit(changes)
+        self._note_commit(version, seq_before, version + 1, dirty)
+
+    # -- snapshots -----------------------------------------------------------------
+
+    def _entries_snapshot(self) -> dict[str, dict]:
+        """The cached entries (never handed out without a copy)."""
+        for _ in range(2):  # a mode change between the checks: look again
+            if self._detect() == DIRECTORY:
+                snapshot = self._dir_snapshot()
+                if snapshot is not None:
+                    self.skipped = snapshot.skipped
+                    return snapshot.entries
+            else:
+                return self._legacy_snapshot().entries
+        return self._legacy_snapshot().entries
+
+    def _dir_snapshot(self) -> Optional[Snapshot]:
+        """A consistent snapshot without the lock if possible (seqlock), under
+        it after repeated overlaps; ``None`` if the store stopped being active."""
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            seq = self._dir.read_seq()
+            if seq & 1:
+                time.sleep(0.0005 * (attempt + 1))  # a commit is in flight
+                continue
+            state = read_state(self.paths)
+            if state is None:
+                return None
+            try:
+                return self._cached_or_read(state, seq)
+            except _Retry:
+                continue
+        with self._lock.hold(self.lock_timeout, heavy=True):
+            if read_state(self.paths) is None:
+                return None
+            self._dir.recover()
+            state = read_state(self.paths)
+            return self._dir_snapshot_locked(state)
+
+    def _dir_snapshot_locked(self, state) -> Snapshot:
+        seq = self._dir.read_seq()
+        return self._cached_or_read(state, seq)
+
+    def _cached_or_read(self, state, seq: int) -> Snapshot:
+        token = (state.version, seq)
+        cache = self._cache
+        with cache.mutex:
+            cached, cached_token, dirty = cache.snapshot, cache.token, dict(cache.dirty)
+        if cached is not None and cached_token == token:
+            if not dirty:
+                return cached
+            snapshot = self._dir.snapshot(state, seq, reuse=cached, dirty=dirty)
+        else:
+            snapshot = self._dir.snapshot(state, seq)
+            if snapshot.skipped:
+                for name, reason in snapshot.skipped:
+                    _log.warning("skipped entry file %s in %s: %s", name, self.paths.entries, reason)
+        with cache.mutex:
+            if cache.token in (None, cached_token, token):
+                cache.snapshot = snapshot
+                cache.token = token
+                cache.dirty = {}
+        return snapshot
+
+    # -- legacy mode -------------------------------------------------------------------
+
+    def _legacy_snapshot(self) -> LegacySnapshot:
+        cache = self._cache
+        token = self._legacy.token()
+        with cache.mutex:
+            cached = cache.legacy
+        if cached is not None and token is not None and cached.token == token:
+            return cached
+        snapshot = self._legacy.read()
+        with cache.mutex:
+            cache.legacy = snapshot
+        return snapshot
+
+    def _legacy_update(self, mutate: Callable[[dict], None]) -> None:
+        """Under the lock, legacy mode: load, mutate a copy, rewrite if changed.
+
+        The first save that changes a legacy store migrates it to directory
+        mode (SPEC §5); an unchanged save writes nothing."""
+        from .migration import migrate_snapshot  # migration imports this module
+
+        before = self._legacy_snapshot()
+        work = copy_entries(before.entries)
+        mutate(work)
+        after = self._normalized_mapping(work)
+        if after == before.entries and before.is_object:
+            return
+        if before.exists and after:
+            migrate_snapshot(self, after)
+            return
+        if not before.is_object and not after:
+            return  # an array store saved empty: leave the file as it is
+        self._legacy.write(after)
+        self._cache.legacy = None
