@@ -24,7 +24,7 @@ import struct
 import time
 from typing import Any, Optional
 
-from . import _json
+from . import _faults, _json
 from ._codec import HASHED_PREFIX, encode_key, scan_entries
 from ._documents import HEADER_BYTES, decode_document, read_updated_at_header
 from ._fsutil import (
@@ -254,6 +254,7 @@ class DirectoryStore:
                 replace(prefix + temp, prefix + name)
             except FileNotFoundError:
                 pass  # renamed before the crash: this part is already applied
+            _faults.hit("multi:mid-renames")
         for name in record.get("deletes", []):
             self._unlink_entry(prefix + name)
         version = record.get("version")
@@ -330,10 +331,12 @@ class DirectoryStore:
         fd, odd = self._begin()
         try:
             target = self._entries_prefix + name
+            _faults.hit("one:seq-odd")
             if data is None:
                 changed = self._unlink_entry(target)
             else:
                 temp = self._write_temp(name, key, data)
+                _faults.hit("one:after-temp")
                 try:
                     replace(self._entries_prefix + temp, target)
                 except BaseException:
@@ -342,6 +345,7 @@ class DirectoryStore:
                 changed = True
             if changed and self.durability == "full":
                 fsync_dir(self.paths.entries)
+            _faults.hit("one:after-rename")
             if changed and self.bump_version_on_write:
                 self._bump_state()
         finally:
@@ -359,6 +363,7 @@ class DirectoryStore:
         try:
             renames = []
             deletes = []
+            _faults.hit("multi:seq-odd")
             for name, key, data in changes:
                 if data is None:
                     deletes.append(name)
@@ -366,14 +371,18 @@ class DirectoryStore:
                     temp = self._write_temp(name, key, data)
                     temps.append(temp)
                     renames.append([temp, name])
+                    _faults.hit("multi:after-temp")
             state = read_state(self.paths, check_safety=False)
             version = (state.version if state else 0) + 1
             record = {"version": version, "renames": renames, "deletes": deletes}
             write_atomic(self.paths.commit, _json.dumps(record), self.durability)
+            _faults.hit("multi:after-record")
             # From here on the commit is decided: finish it, or let recovery.
             consistent = False
             self._apply(record)
+            _faults.hit("multi:after-apply")
             os.unlink(self.paths.commit)
+            _faults.hit("multi:after-record-removed")
             consistent = True
             temps = []
         finally:

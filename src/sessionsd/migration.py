@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import _json
+from . import _faults, _json
 from ._codec import encode_key
 from ._documents import encode_document
 from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
@@ -256,6 +256,7 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
             path = prefix + encode_key(key)
             write_new(path, encode_document(key, entry), "none")
             written.append(path)
+            _faults.hit("migrate:staging-write")
             if progress is not None:
                 progress(index + 1, len(entries))
         seq_path = os.path.join(staging, "seq")
@@ -265,11 +266,13 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
         fsync_dir(staging_entries)
         write_atomic(os.path.join(staging, "state.json"),
                      state_bytes(State(1, now_ms(), {})), "full")
+        _faults.hit("migrate:before-promote")
         os.rename(staging, paths.root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_dir(paths.dir)
+    _faults.hit("migrate:after-promote")
 
 
 def _backup_legacy(paths: StorePaths, warnings: list[str]) -> Optional[str]:
@@ -377,6 +380,7 @@ def rollback(store_path, *, dry_run: bool = False, lock_timeout: float = 60.0) -
         # stops being active; a crash in between leaves the directory active
         # (it wins) and the next migrate() merges the identical legacy file.
         write_atomic(paths.store, _json.dumps(entries), "full")
+        _faults.hit("rollback:after-legacy-write")
         backup = paths.directory_backup(now_ms())
         os.rename(paths.root, backup)
         fsync_dir(paths.dir)
