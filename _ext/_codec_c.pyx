@@ -11,6 +11,7 @@ two formulations to the same accepted set.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
+from libc.errno cimport errno
 from libc.string cimport memcmp, memcpy
 
 import os
@@ -21,6 +22,8 @@ from sessionsd.errors import InvalidKeyError, InvalidKeyTypeError
 
 cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    object PyUnicode_EncodeFSDefault(object o)
+    object PyLong_FromLongLong(long long v)
     void* PyUnicode_DATA(object o)
     bint PyUnicode_IS_ASCII(object o)
     object PyUnicode_FromObject(object o)
@@ -37,6 +40,8 @@ cdef extern from "sd_dirscan.h":
     int sd_dir_next(sd_dir* d, const char** name, Py_ssize_t* length, int* kind)
     int sd_dir_is_regular_nofollow(sd_dir* d, const char* name)
     void sd_dir_close(sd_dir* d)
+    Py_ssize_t sd_read_head(const char* path, char* buf, Py_ssize_t size, int* err) nogil
+    int sd_is_not_a_file(int err)
 
 __all__ = list(_twin.__all__)
 
@@ -46,6 +51,7 @@ ENTRY_SUFFIX = _twin.ENTRY_SUFFIX
 MAX_INLINE_KEY_BYTES = _twin.MAX_INLINE_KEY_BYTES
 HASHED_NAME_LENGTH = _twin.HASHED_NAME_LENGTH
 KEY_WHITESPACE = _twin.KEY_WHITESPACE
+HEADER_BYTES = _twin.HEADER_BYTES
 
 cdef enum:
     PREFIX_LEN = 8          # "session-"
@@ -359,7 +365,120 @@ def scan_entries(directory):
     return found
 
 
+# -- the updatedAt fast path --------------------------------------------------
+
+cdef inline Py_ssize_t _skip_ws(const char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and (s[i] == 32 or s[i] == 9 or s[i] == 10 or s[i] == 13):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _expect(const char* s, Py_ssize_t i, Py_ssize_t n,
+                               const char* lit, Py_ssize_t m) noexcept nogil:
+    """Index after literal `lit` at i (after whitespace), or -1."""
+    i = _skip_ws(s, i, n)
+    if i + m > n or memcmp(s + i, lit, m) != 0:
+        return -1
+    return i + m
+
+
+cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t klen):
+    """The grammar of the twin's _HEADER, by hand; None when it does not match."""
+    cdef Py_ssize_t i, start, digits
+    cdef long long value = 0
+    cdef bint negative = False
+    i = _expect(s, 0, n, b"{", 1)
+    if i < 0:
+        return None
+    i = _expect(s, i, n, b'"sessionKey"', 12)
+    if i < 0:
+        return None
+    i = _expect(s, i, n, b":", 1)
+    if i < 0:
+        return None
+    i = _expect(s, i, n, b'"', 1)
+    if i < 0:
+        return None
+    start = i
+    while i < n and s[i] != 34:  # '"'
+        if s[i] == 92 or <unsigned char>s[i] < 0x20:  # escapes, control bytes
+            return None
+        i += 1
+    if i >= n or i - start != klen or memcmp(s + start, key, klen) != 0:
+        return None
+    i = _expect(s, i + 1, n, b",", 1)
+    if i >= 0:
+        i = _expect(s, i, n, b'"entry"', 7)
+    if i >= 0:
+        i = _expect(s, i, n, b":", 1)
+    if i >= 0:
+        i = _expect(s, i, n, b"{", 1)
+    if i >= 0:
+        i = _expect(s, i, n, b'"updatedAt"', 11)
+    if i >= 0:
+        i = _expect(s, i, n, b":", 1)
+    if i < 0:
+        return None
+    i = _skip_ws(s, i, n)
+    if i < n and s[i] == 45:  # '-'
+        negative = True
+        i += 1
+    start = i
+    while i < n and 48 <= s[i] <= 57:
+        value = value * 10 + (s[i] - 48)
+        i += 1
+        if i - start > 18:
+            return None
+    digits = i - start
+    if digits == 0 or (digits > 1 and s[start] == 48):  # no digits, or a leading zero
+        return None
+    i = _skip_ws(s, i, n)
+    if i >= n or (s[i] != 44 and s[i] != 125):  # ',' or '}'
+        return None
+    return (True, PyLong_FromLongLong(-value if negative else value))
+
+
+def read_updated_at(path, key):
+    cdef char buf[4096]
+    cdef const char* c_path
+    cdef const char* c_key
+    cdef Py_ssize_t klen
+    cdef Py_ssize_t n
+    cdef int err = 0
+    if not SD_HAVE_DIRENT:
+        return _twin.read_updated_at(path, key)
+    encoded = PyUnicode_EncodeFSDefault(path) if type(path) is str else os.fsencode(path)
+    c_path = encoded
+    c_key = PyUnicode_AsUTF8AndSize(key, &klen)
+    with nogil:
+        n = sd_read_head(c_path, buf, 4096, &err)
+    if n < 0:
+        if sd_is_not_a_file(err):
+            return (False, None)
+        errno = err
+        PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+    return _parse_head(buf, n, c_key, klen)
+
+
+# -- deep copy of JSON-shaped data ------------------------------------------------
+
+cdef object _copy_json(object value):
+    cdef dict copied
+    if type(value) is dict:
+        copied = {}
+        for k, v in (<dict>value).items():
+            copied[k] = _copy_json(v)
+        return copied
+    if type(value) is list:
+        return [_copy_json(item) for item in <list>value]
+    return value
+
+
+def copy_json(value):
+    return _copy_json(value)
+
+
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
-                "decode_names", "scan_entries"):
+                "decode_names", "scan_entries", "read_updated_at", "copy_json"):
     globals()[_public].__doc__ = getattr(_twin, _public).__doc__
 del _public

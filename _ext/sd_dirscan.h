@@ -25,6 +25,10 @@ static int sd_dir_next(sd_dir *d, const char **name, Py_ssize_t *len, int *kind)
 }
 static int sd_dir_is_regular_nofollow(sd_dir *d, const char *name) { (void)d; (void)name; return 0; }
 static void sd_dir_close(sd_dir *d) { (void)d; }
+static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size, int *err) {
+    (void)path; (void)buf; (void)size; *err = ENOSYS; return -1;
+}
+static int sd_is_not_a_file(int err) { (void)err; return 0; }
 
 #else
 
@@ -70,6 +74,31 @@ static int sd_dir_is_regular_nofollow(sd_dir *d, const char *name) {
 static void sd_dir_close(sd_dir *d) {
     if (d->dir != NULL) closedir(d->dir);
     d->dir = NULL;
+}
+
+#include <unistd.h>
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* Read at most `size` bytes from the start of `path` without following a
+ * symlink; O_NONBLOCK so a planted FIFO cannot block.  Returns the byte
+ * count, or -1 with *err set.  Safe to call without the GIL. */
+static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size, int *err) {
+    Py_ssize_t n;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) { *err = errno; return -1; }
+    do { n = (Py_ssize_t)read(fd, buf, (size_t)size); } while (n < 0 && errno == EINTR);
+    if (n < 0) *err = errno;
+    close(fd);
+    return n;
+}
+
+/* What a path that is not (or no longer) a regular file answers: missing, a
+ * symlink (O_NOFOLLOW), a directory, a FIFO/socket.  Same set as the twin. */
+static int sd_is_not_a_file(int err) {
+    return err == ENOENT || err == ELOOP || err == EISDIR || err == ENOTDIR
+        || err == ENXIO || err == EAGAIN || err == EWOULDBLOCK;
 }
 
 #endif

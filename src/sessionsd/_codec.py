@@ -46,6 +46,7 @@ ENTRY_SUFFIX = _impl.ENTRY_SUFFIX
 MAX_INLINE_KEY_BYTES = _impl.MAX_INLINE_KEY_BYTES
 HASHED_NAME_LENGTH = _impl.HASHED_NAME_LENGTH
 KEY_WHITESPACE = _impl.KEY_WHITESPACE
+HEADER_BYTES = _impl.HEADER_BYTES
 
 validate_key = _impl.validate_key
 encode_key = _impl.encode_key
@@ -53,3 +54,5 @@ decode_name = _impl.decode_name
 classify_name = _impl.classify_name
 decode_names = _impl.decode_names
 scan_entries = _impl.scan_entries
+read_updated_at = _impl.read_updated_at
+copy_json = _impl.copy_json

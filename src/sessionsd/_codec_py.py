@@ -24,8 +24,10 @@ import base64
 import binascii
 import hashlib
 import os
-from typing import Iterable, Literal, Optional
+import re
+from typing import Any, Iterable, Literal, Optional
 
+from ._fsutil import read_regular
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -41,6 +43,9 @@ __all__ = [
     "classify_name",
     "decode_names",
     "scan_entries",
+    "HEADER_BYTES",
+    "read_updated_at",
+    "copy_json",
 ]
 
 ENTRY_PREFIX = "session-"
@@ -220,3 +225,46 @@ def scan_entries(directory: "str | os.PathLike[str]") -> list[tuple[str, Optiona
                 continue
             found.append((name, key))
     return found
+
+
+#: How many bytes of an entry file :func:`read_updated_at` reads.
+HEADER_BYTES = 4096
+
+_WS = rb"[ \t\n\r]*"
+# The head of a document this library wrote: updatedAt is the entry's first
+# field.  Deliberately narrow (a key without escapes, an integer of at most
+# 18 digits); anything else is left to a full parse.
+_HEADER = re.compile(
+    _WS + rb"\{" + _WS + rb'"sessionKey"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
+    + _WS + rb"," + _WS + rb'"entry"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"updatedAt"'
+    + _WS + rb":" + _WS + rb"(-?(?:0|[1-9][0-9]{0,17}))" + _WS + rb"[,}]"
+)
+
+
+def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
+    """The ``updatedAt`` fast path: read the first 4 KiB of the entry file
+    at *path* (never through a symlink).
+
+    Returns ``(True, updatedAt)`` when the file starts with the document of
+    exactly *key* whose entry begins with an integer ``updatedAt``;
+    ``(False, None)`` when there is no regular file at *path*; ``None`` when
+    the head does not settle it (the caller parses the whole file).
+    """
+    head = read_regular(path, HEADER_BYTES)
+    if head is None:
+        return (False, None)
+    match = _HEADER.match(head)
+    if match is None or match.group(1) != key.encode("utf-8"):
+        return None
+    return (True, int(match.group(2)))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data: dicts and lists are copied (exact
+    types only), every other value is shared."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_json(v) for v in value]
+    return value

@@ -25,8 +25,8 @@ import time
 from typing import Any, Optional
 
 from . import _faults, _json
-from ._codec import HASHED_PREFIX, encode_key, scan_entries
-from ._documents import HEADER_BYTES, decode_document, read_updated_at_header
+from ._codec import HASHED_PREFIX, encode_key, read_updated_at, scan_entries
+from ._documents import decode_document
 from ._fsutil import (
     fsync_dir,
     is_temp_name,
@@ -75,18 +75,18 @@ class DirectoryStore:
         self.paths = paths
         self.durability = durability
         self.bump_version_on_write = bump_version_on_write
-        self._entries_prefix = paths.entries + os.sep
+        self.entry_prefix = paths.entries + os.sep
         self._commit_checked = False
         self._case_insensitive: Optional[bool] = None
 
     # -- reads (no lock) ------------------------------------------------------
 
     def entry_path(self, name: str) -> str:
-        return self._entries_prefix + name
+        return self.entry_prefix + name
 
     def read_entry(self, key: str, name: str) -> Optional[dict]:
         """The entry stored for *key* (already normalised), or ``None``."""
-        data = read_regular(self._entries_prefix + name)
+        data = read_regular(self.entry_prefix + name)
         if data is None:
             return None
         inline_key = None if name.startswith(HASHED_PREFIX) else key
@@ -98,11 +98,7 @@ class DirectoryStore:
     def read_updated_at(self, key: str, name: str) -> tuple[bool, Any]:
         """``(found, entry["updatedAt"])``, reading only the file's header
         when it was written by this library."""
-        path = self._entries_prefix + name
-        head = read_regular(path, HEADER_BYTES)
-        if head is None:
-            return (False, None)
-        quick = read_updated_at_header(head, key)
+        quick = read_updated_at(self.entry_prefix + name, key)
         if quick is not None:
             return quick
         entry = self.read_entry(key, name)
@@ -148,7 +144,7 @@ class DirectoryStore:
         entries: dict[str, dict] = {}
         names: dict[str, str] = {}
         skipped: list[tuple[str, str]] = []
-        prefix = self._entries_prefix
+        prefix = self.entry_prefix
         for name, inline_key in scan_entries(self.paths.entries):
             data = read_regular(prefix + name)
             if data is None:
@@ -248,7 +244,7 @@ class DirectoryStore:
         os.unlink(self.paths.commit)
 
     def _apply(self, record: dict) -> None:
-        prefix = self._entries_prefix
+        prefix = self.entry_prefix
         for temp, name in record.get("renames", []):
             try:
                 replace(prefix + temp, prefix + name)
@@ -316,9 +312,9 @@ class DirectoryStore:
         return True
 
     def _write_temp(self, name: str, key: str, data: bytes) -> str:
-        self._guard_target(self._entries_prefix + name, key)
+        self._guard_target(self.entry_prefix + name, key)
         temp = temp_name(name)
-        write_new(self._entries_prefix + temp, data, self.durability)
+        write_new(self.entry_prefix + temp, data, self.durability)
         return temp
 
     def write_one(self, name: str, key: str, data: Optional[bytes]) -> tuple[bool, int]:
@@ -330,7 +326,7 @@ class DirectoryStore:
         """
         fd, odd = self._begin()
         try:
-            target = self._entries_prefix + name
+            target = self.entry_prefix + name
             _faults.hit("one:seq-odd")
             if data is None:
                 changed = self._unlink_entry(target)
@@ -338,9 +334,9 @@ class DirectoryStore:
                 temp = self._write_temp(name, key, data)
                 _faults.hit("one:after-temp")
                 try:
-                    replace(self._entries_prefix + temp, target)
+                    replace(self.entry_prefix + temp, target)
                 except BaseException:
-                    _unlink_quietly(self._entries_prefix + temp)
+                    _unlink_quietly(self.entry_prefix + temp)
                     raise
                 changed = True
             if changed and self.durability == "full":
@@ -387,7 +383,7 @@ class DirectoryStore:
             temps = []
         finally:
             for temp in temps:
-                _unlink_quietly(self._entries_prefix + temp)
+                _unlink_quietly(self.entry_prefix + temp)
             if not consistent:
                 try:
                     self._replay()

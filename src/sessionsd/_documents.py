@@ -8,7 +8,6 @@ name consistency, blocked keys.  A file that fails gets a short reason, for
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional, Union
 
 from . import _json
@@ -16,10 +15,7 @@ from ._codec import encode_key, validate_key
 from ._layout import BLOCKED_KEYS
 from .errors import InvalidEntryError, InvalidKeyError
 
-__all__ = ["encode_document", "decode_document", "read_updated_at_header", "HEADER_BYTES"]
-
-#: How much of a file the updated_at fast path reads first.
-HEADER_BYTES = 4096
+__all__ = ["encode_document", "decode_document"]
 
 
 def encode_document(key: str, entry: Any) -> bytes:
@@ -75,31 +71,3 @@ def decode_document(data: bytes, name: str, inline_key: Optional[str]) -> Union[
     if key in BLOCKED_KEYS:
         return "blocked key"
     return key, entry
-
-
-_WS = rb"[ \t\n\r]*"
-# The first bytes of a document written with "updatedAt" as the entry's
-# first field (as this library writes it): the key and the timestamp can be
-# taken from the header alone.  Anything else falls back to a full parse.
-_HEADER = re.compile(
-    _WS + rb"\{" + _WS + rb'"sessionKey"' + _WS + rb":" + _WS
-    + rb'("(?:[^"\\\x00-\x1f]|\\.)*")' + _WS + rb"," + _WS + rb'"entry"' + _WS + rb":" + _WS
-    + rb"\{" + _WS + rb'"updatedAt"' + _WS + rb":" + _WS
-    + rb"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)" + _WS + rb"[,}]"
-)
-
-
-def read_updated_at_header(head: bytes, key: str) -> tuple[bool, Any]:
-    """``(True, updatedAt)`` when *head* starts a document of *key* whose
-    entry begins with ``updatedAt``; ``(False, None)`` when the header says
-    the file is another key's; ``None`` when a full parse is needed."""
-    match = _HEADER.match(head)
-    if match is None:
-        return None  # type: ignore[return-value]
-    try:
-        doc_key = validate_key(_json.loads(match.group(1)))
-    except (ValueError, InvalidKeyError):
-        return None  # type: ignore[return-value]
-    if doc_key != key:
-        return (False, None)
-    return (True, _json.loads(match.group(2)))

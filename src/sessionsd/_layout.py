@@ -128,7 +128,8 @@ def state_bytes(state: State) -> bytes:
     return _json.dumps(doc)
 
 
-def read_state(paths: StorePaths, *, check_safety: bool = True) -> Optional[State]:
+def read_state(paths: StorePaths, *, check_safety: bool = True,
+               memo: Optional[list] = None) -> Optional[State]:
     """The activity rule: the :class:`State` of an active directory store,
     ``None`` when ``sessions.d`` is not an active store (missing, a symlink,
     half-built, foreign, invalid ``state.json``).
@@ -136,6 +137,10 @@ def read_state(paths: StorePaths, *, check_safety: bool = True) -> Optional[Stat
     With *check_safety*, an active store whose directories others could write
     into raises :class:`~sessionsd.errors.UnsafeStoreError` instead of being
     used -- falling back to the legacy file would silently hide its sessions.
+
+    *memo* (a one-item list owned by the caller) remembers the last parsed
+    ``state.json`` with its lstat signature, so an unchanged file is not
+    read and parsed again; the directories are checked every time.
     """
     infos = []
     for path in (paths.root, paths.entries):
@@ -146,10 +151,26 @@ def read_state(paths: StorePaths, *, check_safety: bool = True) -> Optional[Stat
         if not stat.S_ISDIR(info.st_mode):  # includes symlinks (lstat)
             return None
         infos.append((path, info))
-    data = read_regular(paths.state)
-    if data is None:
-        return None
-    state = parse_state(data)
+    state: Optional[State]
+    signature = None
+    if memo is not None:
+        try:
+            info = os.lstat(paths.state)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        # Every writer replaces state.json by rename: same inode, size and
+        # times means the same bytes.
+        signature = (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    remembered = memo[0] if memo is not None else None
+    if remembered is not None and remembered[0] == signature:
+        state = remembered[1]
+    else:
+        data = read_regular(paths.state)
+        if data is None:
+            return None
+        state = parse_state(data)
+        if memo is not None:
+            memo[0] = (signature, state)  # one assignment: threads see a pair
     if state is not None and check_safety:
         for path, info in infos:
             check_private_dir(path, info)

@@ -107,7 +107,10 @@ def _default_normalize(key: Any) -> str:
     return validate_key(key).lower()
 
 
-def _inspect(paths: StorePaths, normalize: Callable[[Any], str], max_bytes: int) -> _Inspection:
+def _inspect(paths: StorePaths, normalize: Callable[[Any], str],
+             max_bytes: Optional[int]) -> _Inspection:
+    if max_bytes is None:
+        max_bytes = sys.maxsize - 1
     try:
         info = os.lstat(paths.store)
     except (FileNotFoundError, NotADirectoryError):
@@ -118,10 +121,10 @@ def _inspect(paths: StorePaths, normalize: Callable[[Any], str], max_bytes: int)
         return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
     try:
         with open(paths.store, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+            data = fh.read(min(max_bytes, info.st_size) + 1)
     except FileNotFoundError:
         return _Inspection("missing")
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # grew since lstat
         return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
     if not data.strip():
         return _Inspection("empty")
@@ -141,7 +144,7 @@ def _inspect(paths: StorePaths, normalize: Callable[[Any], str], max_bytes: int)
 
 
 def detect(store_path, *, normalize: Optional[Callable[[Any], str]] = None,
-           max_bytes: int = MAX_LEGACY_BYTES) -> Detection:
+           max_bytes: Optional[int] = MAX_LEGACY_BYTES) -> Detection:
     """Read-only inspection of a store path: status, counts, warnings, preview."""
     paths = StorePaths.from_store_path(store_path)
     active = read_state(paths, check_safety=False) is not None
@@ -312,7 +315,7 @@ def _updated_at(entry: dict) -> float:
     return 0
 
 
-def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: int = MAX_LEGACY_BYTES,
+def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] = MAX_LEGACY_BYTES,
             lower_keys: bool = True, progress: Optional[Callable[[int, int], None]] = None
             ) -> MigrationResult:
     """Migrate one store to directory mode (idempotent, crash-safe).

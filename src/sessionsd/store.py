@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from . import _json
-from ._codec import encode_key, validate_key
+from ._codec import copy_json, encode_key, read_updated_at, validate_key
 from ._directory import DirectoryStore, Snapshot, _Retry
 from ._documents import encode_document
 from ._fsutil import DURABILITY_MODES
@@ -42,16 +42,6 @@ LEGACY = "legacy"
 _SNAPSHOT_ATTEMPTS = 3
 
 T = TypeVar("T")
-
-
-def copy_json(value: Any) -> Any:
-    """A deep copy of JSON-shaped data (dicts and lists copied, leaves shared)."""
-    kind = type(value)
-    if kind is dict:
-        return {k: copy_json(v) for k, v in value.items()}
-    if kind is list:
-        return [copy_json(v) for v in value]
-    return value
 
 
 def copy_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,7 +67,8 @@ class _Cache:
                 cache = cls._registry[path] = cls()
             return cache
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.mutex = threading.Lock()
         self.snapshot: Optional[Snapshot] = None
         self.token: Optional[tuple[int, int]] = None
@@ -131,8 +122,9 @@ class SessionStore:
         self._lock = StoreLock.for_path(self.paths.lock)
         self._dir = DirectoryStore(self.paths, durability, bump_version_on_write)
         self._legacy = LegacyStore(self.paths, durability, self.normalize_key)
-        self._cache = _Cache.for_path(self.paths.store) if cache else _Cache()
+        self._cache = _Cache.for_path(self.paths.store) if cache else _Cache(enabled=False)
         self._mode: Optional[str] = None
+        self._state_memo: list = [None]
         self._closed = False
         #: (file name, reason) of entry files the last full load skipped.
         self.skipped: list[tuple[str, str]] = []
@@ -192,7 +184,7 @@ class SessionStore:
 
     def _detect_state(self):
         """The directory store's State when it is active (else None); sets the mode."""
-        state = read_state(self.paths)
+        state = read_state(self.paths, memo=self._state_memo)
         self._mode = DIRECTORY if state is not None else LEGACY
         return state
 
@@ -218,14 +210,21 @@ class SessionStore:
 
         Directory mode reads the head of one file (the whole file only when
         another writer put ``updatedAt`` elsewhere than first)."""
-        self._check_open()
-        normalized = self.normalize_key(key)
+        if self._closed:
+            self._check_open()
+        normalized = validate_key(key)
+        if self.lower_keys:
+            normalized = normalized.lower()
         if normalized in BLOCKED_KEYS:
             return None
         if (self._mode or self._detect()) == DIRECTORY:
-            found, value = self._dir.read_updated_at(normalized, encode_key(normalized))
-            if found:
-                return value
+            name = encode_key(normalized)
+            # Hot path: one C call reads and parses the file's head.
+            quick = read_updated_at(self._dir.entry_prefix + name, normalized)
+            if quick is None:
+                quick = self._dir.read_updated_at(normalized, name)
+            if quick[0]:
+                return quick[1]
             if self._detect() == DIRECTORY:
                 return None
         entry = self._legacy_snapshot().entries.get(normalized)
@@ -332,6 +331,8 @@ class SessionStore:
         """Keep the cache valid across this process's own commit (the lock is
         held, so nobody else committed in between)."""
         cache = self._cache
+        if not cache.enabled:
+            return
         with cache.mutex:
             if cache.snapshot is not None and cache.token == (version_before, seq_before):
                 cache.token = (version_after, seq_before + 2)
@@ -487,6 +488,8 @@ class SessionStore:
             if snapshot.skipped:
                 for name, reason in snapshot.skipped:
                     _log.warning("skipped entry file %s in %s: %s", name, self.paths.entries, reason)
+        if not cache.enabled:
+            return snapshot
         with cache.mutex:
             if cache.token in (None, cached_token, token):
                 cache.snapshot = snapshot
@@ -498,12 +501,16 @@ class SessionStore:
 
     def _legacy_snapshot(self) -> LegacySnapshot:
         cache = self._cache
+        if not cache.enabled:
+            return self._legacy.read()
         token = self._legacy.token()
         with cache.mutex:
             cached = cache.legacy
         if cached is not None and token is not None and cached.token == token:
             return cached
         snapshot = self._legacy.read()
+        if snapshot.token != token:
+            return snapshot  # changed while we read it: do not cache a guess
         with cache.mutex:
             cache.legacy = snapshot
         return snapshot
@@ -527,4 +534,5 @@ class SessionStore:
         if not before.is_object and not after:
             return  # an array store saved empty: leave the file as it is
         self._legacy.write(after)
-        self._cache.legacy = None
+        with self._cache.mutex:
+            self._cache.legacy = None
