@@ -1,43 +1,63 @@
 """Command line: ``python -m sessionsd`` / ``sessionsd``.
 
 Data goes to stdout, diagnostics to stderr.  Exit codes: 0 success, 1 failure,
-2 usage error.  ``--json`` gives machine-readable output where it applies.
+2 usage error.  ``--json`` gives machine-readable output (before or after the
+subcommand).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import logging
 import os
 import sys
-import tempfile
-import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from . import __version__, _codec, datagen
+from . import __version__, _codec, _json
+from .check import check
+from .discovery import discover_stores, run_startup_migration
 from .errors import SessionsdError
+from .migration import MAX_LEGACY_BYTES, detect, migrate, rollback
+from .store import SessionStore
 
 
-def _version_line() -> str:
-    try:
-        import orjson
-
-        json_impl = f"orjson {orjson.__version__}"
-    except ImportError:
-        json_impl = "stdlib json"
-    return (
-        f"sessionsd {__version__} ({_codec.BACKEND} codec, {json_impl}, "
-        f"Python {sys.version.split()[0]})"
-    )
+def version_line() -> str:
+    return (f"sessionsd {__version__} ({_codec.BACKEND} codec, {_json.IMPLEMENTATION}, "
+            f"Python {sys.version.split()[0]})")
 
 
-def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     if args.json:
-        print(json.dumps(payload, ensure_ascii=False))
-    else:
+        print(json.dumps(payload, ensure_ascii=False, default=str))
+    elif text:
         print(text)
 
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal."""
+
+    def __init__(self, label: str, stream=sys.stderr) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent == self._last and done != total:
+            return
+        self._last = percent
+        filled = percent * 30 // 100
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# -- codec helpers ------------------------------------------------------------------
 
 def cmd_encode(args: argparse.Namespace) -> int:
     rows = [{"key": key, "name": _codec.encode_key(key)} for key in args.keys]
@@ -71,76 +91,136 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _best_of(fn: Callable[[], object], repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+# -- store commands -----------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ._layout import read_state
+
+    with SessionStore(args.path) as store:
+        count = len(store)
+        state = read_state(store.paths)
+        info = {
+            "store": store.paths.store,
+            "mode": store.mode,
+            "version": state.version if state else None,
+            "seq": store._dir.read_seq() if state else None,
+            "sessions": count,
+            "skipped_files": len(store.skipped),
+            "legacy_file": os.path.exists(store.paths.store),
+            "backend": _codec.BACKEND,
+            "json": _json.IMPLEMENTATION,
+        }
+    text = "\n".join(f"{k + ':':<14}{v}" for k, v in info.items())
+    _emit(args, info, text)
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with SessionStore(args.path) as store:
+        entry = store.get(args.key)
+    if entry is None:
+        print(f"sessionsd: no session {args.key!r} in {args.path}", file=sys.stderr)
+        return 1
+    _emit(args, entry, json.dumps(entry, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with SessionStore(args.path) as store:
+        rows = sorted(store.summary().items())
+    payload = [{"key": key, **fields} for key, fields in rows]
+    text = "\n".join(f"{key}\t{fields['updatedAt']}" for key, fields in rows)
+    _emit(args, payload, text)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    found = detect(args.path, max_bytes=args.max_bytes)
+    lines = [found.preview, f"status: {found.status}",
+             f"legacy entries: {found.legacy_entry_count} "
+             f"(normalized: {found.normalized_entry_count})",
+             f"directory active: {found.directory_active}"]
+    lines += [f"warning: {w}" for w in found.warnings]
+    _emit(args, found.as_dict(), "\n".join(lines))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    options = {"max_bytes": args.max_bytes}
+    if args.state_dir:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+        results = run_startup_migration(args.state_dir, args.store or (), **options)
+        if not results:
+            print("No session stores found.")
+    else:
+        if not args.store:
+            print("sessionsd migrate: give a store path or --state-dir", file=sys.stderr)
+            return 2
+        results = [migrate(path, progress=Progress(f"migrating {os.path.basename(os.path.dirname(os.path.abspath(path)))}"),
+                           **options) for path in args.store]
+    lines = []
+    for r in results:
+        line = f"{r.outcome} {r.store_path} (legacy {r.legacy_entries}, migrated {r.migrated_entries})"
+        if r.backup_path:
+            line += f" backup {r.backup_path}"
+        lines.append(line)
+        lines += [f"  warning: {w}" for w in r.warnings]
+    _emit(args, [r.as_dict() for r in results], "\n".join(lines))
+    return 1 if any(r.outcome in ("failed", "skipped_invalid") for r in results) else 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    targets = [os.path.abspath(p) for p in args.store or ()]
+    if args.state_dir:
+        targets += discover_stores(args.state_dir)
+    targets = sorted(dict.fromkeys(targets))
+    if not targets:
+        print("No session stores found.")
+        return 0
+    restored = skipped = 0
+    rows = []
+    for target in targets:
+        done = rollback(target, dry_run=args.dry_run)
+        verb = ("would restore" if done else "would skip") if args.dry_run else (
+            "restored" if done else "skipped")
+        restored += done
+        skipped += not done
+        rows.append({"store": target, "action": verb})
+        if not args.json:
+            print(f"{verb} {target}")
+    _emit(args, {"stores": rows, "restored": restored, "skipped": skipped},
+          f"Summary: restored {restored}, skipped {skipped}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    report = check(args.path, fix=args.fix)
+    lines = [f"store: {report.store_path} ({report.mode}, {report.sessions} sessions)"]
+    lines += [f"fixed: {item}" for item in report.fixed]
+    lines += [f"problem: {item}" for item in report.problems]
+    lines += [f"backup: {p}" for p in report.backups]
+    lines += [f"orphan: {p}" for p in report.orphans]
+    lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)"
+                 + ("" if args.fix else "; run with --fix to repair what is safe to repair"))
+    _emit(args, report.as_dict(), "\n".join(lines))
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    count = args.sessions
-    with tempfile.TemporaryDirectory(prefix="sessionsd-demo-") as scratch:
-        root = args.dir or scratch
-        entries = os.path.join(root, "sessions.d", "entries")
-        os.makedirs(entries, exist_ok=True)
-        print(_version_line())
-        print(f"generating {count} realistic session keys and entry files in {entries}")
-        keys = datagen.generate_keys(count, args.seed)
-        for key in keys:
-            document = {"sessionKey": key, "entry": {"sessionId": key[-12:], "updatedAt": 0}}
-            with open(os.path.join(entries, _codec.encode_key(key)), "w") as fh:
-                json.dump(document, fh)
-        # Impostors the scan must ignore: a dotfile, a temp file, a padded name,
-        # a symlink to a file outside the store, a subdirectory.
-        outside = os.path.join(root, "outside.json")
-        with open(outside, "w") as fh:
-            fh.write("{}")
-        impostors = [".hidden.json", _codec.encode_key("tmp") + ".1a2b.tmp", "session-YQ==.json"]
-        for name in impostors:
-            open(os.path.join(entries, name), "w").close()
-        os.symlink(outside, os.path.join(entries, _codec.encode_key("agent:main:evil")))
-        os.mkdir(os.path.join(entries, _codec.encode_key("a directory")))
+    from .demo import run_demo
 
-        found = dict(_codec.scan_entries(entries))
-        missing = [k for k in keys if found.get(_codec.encode_key(k), "") != k
-                   and _codec.classify_name(_codec.encode_key(k)) == "inline"]
-        extra = len(found) - len(keys)
-        print(f"scan found {len(found)} entry files ({extra} impostors accepted, "
-              f"{len(missing)} sessions missed); 5 impostors were planted")
+    return run_demo(sessions=args.sessions, directory=args.dir, seed=args.seed)
 
-        backends = [("python", importlib.import_module("sessionsd._codec_py"))]
-        try:
-            backends.insert(0, ("compiled", importlib.import_module("sessionsd._codec_c")))
-        except ImportError:
-            print("(compiled codec not built: showing the pure-Python twin only)")
-        names = [_codec.encode_key(k) for k in keys]
-        timings = {}
-        for label, module in backends:
-            timings[label] = (
-                _best_of(lambda m=module: [m.encode_key(k) for k in keys]),
-                _best_of(lambda m=module: m.decode_names(names)),
-                _best_of(lambda m=module: m.scan_entries(entries)),
-            )
-        print()
-        header = f"{'operation':<26}" + "".join(f"{label:>12}" for label, _ in backends)
-        if len(backends) == 2:
-            header += f"{'speed-up':>11}"
-        print(header)
-        for row, title in enumerate((f"encode {count} keys", f"decode {count} names",
-                                      f"scan + decode {count}")):
-            line = f"{title:<26}" + "".join(f"{timings[label][row] * 1e3:>9.2f} ms" for label, _ in backends)
-            if len(backends) == 2:
-                line += f"{timings['python'][row] / timings['compiled'][row]:>10.1f}×"
-            print(line)
-        return 0 if not missing and extra == 0 else 1
+
+# -- parser ---------------------------------------------------------------------------
+
+def _max_bytes(text: str) -> Optional[int]:
+    return None if text in ("none", "0") else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessionsd", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version_line())
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     parser.set_defaults(json=False)
@@ -151,23 +231,44 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
 
-    encode = commands.add_parser("encode", parents=[common], help="print the entry file name of each KEY")
-    encode.add_argument("keys", nargs="+", metavar="KEY")
-    encode.set_defaults(func=cmd_encode)
+    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text)
+        sub.set_defaults(func=func)
+        return sub
 
-    decode = commands.add_parser("decode", parents=[common], help="print the key an entry file NAME encodes")
-    decode.add_argument("names", nargs="+", metavar="NAME")
-    decode.set_defaults(func=cmd_decode)
-
-    scan = commands.add_parser("scan", parents=[common], help="list the entry files of an entries/ DIRECTORY")
-    scan.add_argument("directory")
-    scan.set_defaults(func=cmd_scan)
-
-    demo = commands.add_parser("demo", parents=[common], help="generate keys and entry files, scan and time both codecs")
-    demo.add_argument("--sessions", type=int, default=5000, help="how many sessions (default 5000)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--dir", help="write here instead of a temporary directory")
-    demo.set_defaults(func=cmd_demo)
+    sub = command("info", cmd_info, "mode, version, counts and backend of a store")
+    sub.add_argument("path", help="the store path (…/sessions.json, need not exist)")
+    sub = command("get", cmd_get, "print one session's entry as JSON")
+    sub.add_argument("path")
+    sub.add_argument("key")
+    sub = command("ls", cmd_ls, "list sessions with their updatedAt")
+    sub.add_argument("path")
+    sub = command("detect", cmd_detect, "read-only migration inspection of a store")
+    sub.add_argument("path")
+    sub.add_argument("--max-bytes", type=_max_bytes, default=MAX_LEGACY_BYTES,
+                     help="legacy size limit in bytes ('none' for no limit)")
+    sub = command("migrate", cmd_migrate, "migrate stores to directory mode")
+    sub.add_argument("store", nargs="*", help="store paths")
+    sub.add_argument("--state-dir", help="migrate every <state>/agents/*/sessions store (plus the paths given)")
+    sub.add_argument("--max-bytes", type=_max_bytes, default=MAX_LEGACY_BYTES,
+                     help=f"legacy size limit (default {MAX_LEGACY_BYTES}; 'none' for no limit)")
+    sub = command("rollback", cmd_rollback, "restore sessions.json from directory stores")
+    sub.add_argument("--store", action="append", metavar="PATH", help="a store path (repeatable)")
+    sub.add_argument("--state-dir", help="every store under <state>/agents")
+    sub.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    sub = command("check", cmd_check, "consistency report (stray temp files, dead commits, corrupt entries)")
+    sub.add_argument("path")
+    sub.add_argument("--fix", action="store_true", help="repair what is safe to repair")
+    sub = command("demo", cmd_demo, "build a realistic legacy store, migrate it, compare the hot paths")
+    sub.add_argument("--sessions", type=int, default=3000, help="how many sessions (default 3000)")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--dir", help="work here instead of a temporary directory (kept afterwards)")
+    sub = command("encode", cmd_encode, "print the entry file name of each KEY")
+    sub.add_argument("keys", nargs="+", metavar="KEY")
+    sub = command("decode", cmd_decode, "print the key an entry file NAME encodes")
+    sub.add_argument("names", nargs="+", metavar="NAME")
+    sub = command("scan", cmd_scan, "list the entry files of an entries/ DIRECTORY")
+    sub.add_argument("directory")
     return parser
 
 
@@ -183,5 +284,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (SessionsdError, OSError) as exc:
-        print(f"sessionsd: {exc}", file=sys.stderr)
+        print(f"sessionsd {args.command}: {exc}", file=sys.stderr)
         return 1
