@@ -39,9 +39,30 @@ from ._fsutil import (
 from ._layout import State, StorePaths, read_state, state_bytes
 from .errors import KeyCollisionError, UnsafeStoreError
 
-__all__ = ["DirectoryStore", "Snapshot", "Change"]
+__all__ = ["DirectoryStore", "Snapshot", "Change", "Stats"]
 
 _SEQ = struct.Struct("<Q")
+# The seq file: the 8-byte seqlock, then this library's store statistics,
+# kept by every commit under the lock so maintenance never has to count:
+# entry count, entry bytes, the state.json version they are valid for (a
+# writer that does not keep them -- the reference code -- bumps the version,
+# which invalidates them), and the time of the last age sweep.
+_RECORD = struct.Struct("<QQQQQ")
+
+
+class Stats:
+    """Entry count and bytes of a store, valid for one state.json version."""
+
+    __slots__ = ("count", "bytes", "version", "last_sweep")
+
+    def __init__(self, count: int, size: int, version: int, last_sweep: int = 0) -> None:
+        self.count = count
+        self.bytes = size
+        self.version = version
+        self.last_sweep = last_sweep
+
+    def __repr__(self) -> str:
+        return f"Stats(count={self.count}, bytes={self.bytes}, version={self.version})"
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -78,6 +99,7 @@ class DirectoryStore:
         self.entry_prefix = paths.entries + os.sep
         self._commit_checked = False
         self._case_insensitive: Optional[bool] = None
+        self._stats: Optional[Stats] = None
 
     # -- reads (no lock) ------------------------------------------------------
 
@@ -162,27 +184,77 @@ class DirectoryStore:
     # -- the seqlock ------------------------------------------------------------
 
     def _open_seq(self) -> tuple[int, int]:
+        fd, seq, _ = self._open_record()
+        return fd, seq
+
+    def _open_record(self) -> tuple[int, int, Optional[Stats]]:
         fd = os.open(self.paths.seq, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         try:
-            data = os.pread(fd, _SEQ.size, 0)
+            data = os.pread(fd, _RECORD.size, 0)
         except BaseException:
             os.close(fd)
             raise
-        return fd, (_SEQ.unpack(data)[0] if len(data) == _SEQ.size else 0)
+        if len(data) == _RECORD.size:
+            seq, count, size, version, last_sweep = _RECORD.unpack(data)
+            return fd, seq, Stats(count, size, version, last_sweep)
+        return fd, (_SEQ.unpack(data[:8])[0] if len(data) >= 8 else 0), None
 
     @staticmethod
     def _set_seq(fd: int, value: int) -> None:
         os.pwrite(fd, _SEQ.pack(value), 0)
 
+    def read_stats(self) -> Optional[Stats]:
+        data = read_regular(self.paths.seq, _RECORD.size)
+        if data is None or len(data) < _RECORD.size:
+            return None
+        _seq, count, size, version, last_sweep = _RECORD.unpack(data)
+        return Stats(count, size, version, last_sweep)
+
+    def count_entries(self) -> tuple[int, int]:
+        """(entry files, their bytes) by listing: the O(n) fallback."""
+        count = size = 0
+        prefix = self.entry_prefix
+        for name, _key in scan_entries(self.paths.entries):
+            try:
+                size += os.lstat(prefix + name).st_size
+            except FileNotFoundError:
+                continue
+            count += 1
+        return count, size
+
+    def ensure_stats(self, version: int) -> Stats:
+        """Under the lock: the store statistics, recounted if they are not
+        valid for *version* (after a foreign writer or a recovery)."""
+        fd, seq, stats = self._open_record()
+        try:
+            if stats is not None and stats.version == version:
+                return stats
+            count, size = self.count_entries()
+            stats = Stats(count, size, version, stats.last_sweep if stats else 0)
+            os.pwrite(fd, _RECORD.pack(seq, stats.count, stats.bytes, stats.version, stats.last_sweep), 0)
+            return stats
+        finally:
+            os.close(fd)
+
+    def set_last_sweep(self, when_ms: int) -> None:
+        """Under the lock: remember when the last age sweep ran."""
+        fd, seq, stats = self._open_record()
+        try:
+            if stats is not None:
+                os.pwrite(fd, _RECORD.pack(seq, stats.count, stats.bytes, stats.version, when_ms), 0)
+        finally:
+            os.close(fd)
+
     def _begin(self) -> tuple[int, int]:
         """Open the commit: recover a dead writer's leftovers, make seq odd."""
-        fd, seq = self._open_seq()
+        fd, seq, self._stats = self._open_record()
         try:
             # A leftover commit record with an even seq only survives power
             # loss (seq is not fsynced): look for one on the first write.
             if seq & 1 or not self._commit_checked:
                 if seq & 1 or os.path.lexists(self.paths.commit):
                     seq = self._recover(fd, seq)
+                    self._stats = None  # a replayed commit's effect on them is unknown
                 self._commit_checked = True
             self._set_seq(fd, seq + 1)
         except BaseException:
@@ -190,9 +262,15 @@ class DirectoryStore:
             raise
         return fd, seq + 1
 
-    def _end(self, fd: int, odd: int) -> None:
+    def _end(self, fd: int, odd: int, stats: Optional[Stats] = None) -> None:
         try:
-            self._set_seq(fd, odd + 1)
+            if stats is None:
+                # Stats unknown: seq even, and whatever stats are there no
+                # longer match (version 0 never matches a state version).
+                os.pwrite(fd, _RECORD.pack(odd + 1, 0, 0, 0, 0), 0)
+            else:
+                os.pwrite(fd, _RECORD.pack(odd + 1, stats.count, stats.bytes, stats.version,
+                                           stats.last_sweep), 0)
         finally:
             os.close(fd)
 
@@ -224,7 +302,8 @@ class DirectoryStore:
                             pass  # another cleaner got there first
         if seq & 1:
             seq += 1
-            self._set_seq(fd, seq)
+        # What the dead writer changed is not in the stats: invalidate them.
+        os.pwrite(fd, _RECORD.pack(seq, 0, 0, 0, 0), 0)
         return seq
 
     def _replay(self) -> None:
@@ -264,11 +343,13 @@ class DirectoryStore:
 
     # -- writes (the caller holds the lock and has checked the mode) --------------
 
-    def _guard_target(self, path: str, key: str) -> None:
+    def _guard_target(self, path: str, key: str) -> int:
+        """Refuse to replace a symlink or another key's document; returns
+        the size of the file being replaced (-1 when there is none)."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            return
+            return -1
         if stat.S_ISLNK(info.st_mode):
             raise UnsafeStoreError(f"refusing to replace a symlink at entry path: {path}", path)
         if self._is_case_insensitive():
@@ -277,7 +358,7 @@ class DirectoryStore:
                 try:
                     doc = _json.loads(data)
                 except ValueError:
-                    return  # a corrupt file holds no session to protect
+                    return info.st_size  # a corrupt file holds no session to protect
                 other = doc.get("sessionKey") if isinstance(doc, dict) else None
                 if isinstance(other, str) and other.strip() != key:
                     raise KeyCollisionError(
@@ -285,6 +366,7 @@ class DirectoryStore:
                         f"on this case-insensitive file system it cannot also hold {key!r}",
                         key, other, path,
                     )
+        return info.st_size
 
     def _is_case_insensitive(self) -> bool:
         if self._case_insensitive is None:
@@ -298,40 +380,47 @@ class DirectoryStore:
                 os.unlink(probe)
         return self._case_insensitive
 
-    def _unlink_entry(self, path: str) -> bool:
+    def _unlink_entry(self, path: str) -> int:
+        """Remove a regular entry file; its size, or -1 if nothing was removed."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            return False
+            return -1
         if not stat.S_ISREG(info.st_mode):
-            return False  # a symlink or directory is not an entry: left in place
+            return -1  # a symlink or directory is not an entry: left in place
         try:
             os.unlink(path)
         except FileNotFoundError:
-            return False
-        return True
+            return -1
+        return info.st_size
 
-    def _write_temp(self, name: str, key: str, data: bytes) -> str:
-        self._guard_target(self.entry_prefix + name, key)
+    def _write_temp(self, name: str, key: str, data: bytes) -> tuple[str, int]:
+        old_size = self._guard_target(self.entry_prefix + name, key)
         temp = temp_name(name)
         write_new(self.entry_prefix + temp, data, self.durability)
-        return temp
+        return temp, old_size
 
-    def write_one(self, name: str, key: str, data: Optional[bytes]) -> tuple[bool, int]:
+    def write_one(self, name: str, key: str, data: Optional[bytes],
+                  version: int) -> tuple[bool, int, Optional[Stats]]:
         """Write (or, with ``data=None``, delete) one entry.
 
         Invariant: the entry file is replaced by one rename; seq is odd from
-        before the temp file exists until after the rename.  Returns
-        ``(changed, seq before the commit)``.
+        before the temp file exists until after the rename.  *version* is
+        the current state.json version.  Returns ``(changed, seq before the
+        commit, store statistics after it or None when unknown)``.
         """
         fd, odd = self._begin()
+        stats = self._stats if self._stats is not None and self._stats.version == version else None
         try:
             target = self.entry_prefix + name
-            _faults.hit("one:seq-odd")
             if data is None:
-                changed = self._unlink_entry(target)
+                removed = self._unlink_entry(target)
+                changed = removed >= 0
+                if changed and stats is not None:
+                    stats.count -= 1
+                    stats.bytes = max(0, stats.bytes - removed)
             else:
-                temp = self._write_temp(name, key, data)
+                temp, old_size = self._write_temp(name, key, data)
                 _faults.hit("one:after-temp")
                 try:
                     replace(self.entry_prefix + temp, target)
@@ -339,23 +428,34 @@ class DirectoryStore:
                     _unlink_quietly(self.entry_prefix + temp)
                     raise
                 changed = True
+                if stats is not None:
+                    stats.count += old_size < 0
+                    stats.bytes = max(0, stats.bytes + len(data) - max(old_size, 0))
             if changed and self.durability == "full":
                 fsync_dir(self.paths.entries)
             _faults.hit("one:after-rename")
             if changed and self.bump_version_on_write:
-                self._bump_state()
-        finally:
-            self._end(fd, odd)
-        return changed, odd - 1
+                new_state = self._bump_state()
+                if stats is not None:
+                    stats.version = new_state.version
+        except BaseException:
+            self._end(fd, odd, None)
+            raise
+        self._end(fd, odd, stats)
+        return changed, odd - 1, stats
 
-    def commit(self, changes: list[Change]) -> int:
+    def commit(self, changes: list[Change]) -> tuple[int, Optional[Stats]]:
         """Apply *changes* as one atomic commit and bump ``state.json``.
 
-        Returns the seq before the commit.  An empty list writes nothing.
+        Returns the seq before the commit and the statistics after it.
         """
         fd, odd = self._begin()
         consistent = True
         temps: list[str] = []
+        state = read_state(self.paths, check_safety=False)
+        version = (state.version if state else 0) + 1
+        stats = self._stats if self._stats is not None and state is not None \
+            and self._stats.version == state.version else None
         try:
             renames = []
             deletes = []
@@ -363,13 +463,22 @@ class DirectoryStore:
             for name, key, data in changes:
                 if data is None:
                     deletes.append(name)
+                    if stats is not None:
+                        try:
+                            info = os.lstat(self.entry_prefix + name)
+                        except FileNotFoundError:
+                            continue
+                        if stat.S_ISREG(info.st_mode):
+                            stats.count -= 1
+                            stats.bytes = max(0, stats.bytes - info.st_size)
                 else:
-                    temp = self._write_temp(name, key, data)
+                    temp, old_size = self._write_temp(name, key, data)
                     temps.append(temp)
                     renames.append([temp, name])
+                    if stats is not None:
+                        stats.count += old_size < 0
+                        stats.bytes = max(0, stats.bytes + len(data) - max(old_size, 0))
                     _faults.hit("multi:after-temp")
-            state = read_state(self.paths, check_safety=False)
-            version = (state.version if state else 0) + 1
             record = {"version": version, "renames": renames, "deletes": deletes}
             write_atomic(self.paths.commit, _json.dumps(record), self.durability)
             _faults.hit("multi:after-record")
@@ -381,6 +490,8 @@ class DirectoryStore:
             _faults.hit("multi:after-record-removed")
             consistent = True
             temps = []
+            if stats is not None:
+                stats.version = version
         finally:
             for temp in temps:
                 _unlink_quietly(self.entry_prefix + temp)
@@ -390,11 +501,17 @@ class DirectoryStore:
                     consistent = True
                 except OSError:
                     pass  # seq stays odd: the next reader or writer recovers
+                stats = None
             if consistent:
-                self._end(fd, odd)
+                self._end(fd, odd, stats if not temps else None)
             else:
                 os.close(fd)
-        return odd - 1
+        return odd - 1, stats
+
+    @staticmethod
+    def initial_record(count: int, size: int) -> bytes:
+        """The seq file of a freshly built store (version 1)."""
+        return _RECORD.pack(0, count, size, 1, 0)
 
     def _bump_state(self) -> State:
         state = read_state(self.paths, check_safety=False)

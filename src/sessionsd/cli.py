@@ -206,6 +206,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from .maintenance import Maintenance, parse_duration
+
+    settings = Maintenance(
+        mode=args.mode,
+        prune_after=parse_duration(args.prune_after) if args.prune_after else None,
+        max_entries=args.max_entries,
+        max_disk_bytes=args.max_disk_bytes,
+        archive_transcripts=not args.no_archive,
+    )
+    if not settings.active:
+        print("sessionsd maintain: give --prune-after, --max-entries or --max-disk-bytes",
+              file=sys.stderr)
+        return 2
+    with SessionStore(args.path) as store:
+        report = store.maintain(settings, dry_run=args.dry_run)
+    verb = "would remove" if (args.dry_run or settings.mode == "warn") else "removed"
+    lines = [f"{verb} {len(report.removed)} session(s): {report.describe()}"]
+    for label, keys in (("stale", report.pruned), ("over cap", report.evicted),
+                        ("over budget", report.over_budget)):
+        lines += [f"{verb} ({label}): {key}" for key in keys]
+    lines += [f"archived transcript: {path}" for path in report.archived]
+    _emit(args, report.as_dict(), "\n".join(lines))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -259,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("check", cmd_check, "consistency report (stray temp files, dead commits, corrupt entries)")
     sub.add_argument("path")
     sub.add_argument("--fix", action="store_true", help="repair what is safe to repair")
+    sub = command("maintain", cmd_maintain, "prune, cap and enforce a disk budget (--dry-run to preview)")
+    sub.add_argument("path")
+    sub.add_argument("--mode", choices=("warn", "enforce"), default="enforce",
+                     help="enforce (default) removes; warn only reports")
+    sub.add_argument("--prune-after", metavar="AGE", help="remove sessions older than AGE (30d, 12h, 3600)")
+    sub.add_argument("--max-entries", type=int, metavar="N", help="keep at most N sessions (oldest go)")
+    sub.add_argument("--max-disk-bytes", type=int, metavar="BYTES", help="keep entry files under BYTES")
+    sub.add_argument("--no-archive", action="store_true", help="do not archive removed transcripts")
+    sub.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
     sub = command("demo", cmd_demo, "build a realistic legacy store, migrate it, compare the hot paths")
     sub.add_argument("--sessions", type=int, default=3000, help="how many sessions (default 3000)")
     sub.add_argument("--seed", type=int, default=0)

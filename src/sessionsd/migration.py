@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 from . import _faults, _json
 from ._codec import encode_key
+from ._directory import DirectoryStore
 from ._documents import encode_document
 from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
 from ._layout import State, StorePaths, now_ms, read_state, state_bytes
@@ -254,16 +255,19 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
         os.mkdir(staging, 0o700)
         os.mkdir(staging_entries, 0o700)
         written = []
+        total = 0
         prefix = staging_entries + os.sep
         for index, (key, entry) in enumerate(entries.items()):
             path = prefix + encode_key(key)
-            write_new(path, encode_document(key, entry), "none")
+            data = encode_document(key, entry)
+            write_new(path, data, "none")
+            total += len(data)
             written.append(path)
             _faults.hit("migrate:staging-write")
             if progress is not None:
                 progress(index + 1, len(entries))
         seq_path = os.path.join(staging, "seq")
-        write_new(seq_path, bytes(8), "none")
+        write_new(seq_path, DirectoryStore.initial_record(len(entries), total), "none")
         written.append(seq_path)
         _flush_all(written)
         fsync_dir(staging_entries)

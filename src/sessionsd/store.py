@@ -26,6 +26,7 @@ from ._fsutil import DURABILITY_MODES
 from ._layout import BLOCKED_KEYS, StorePaths, read_state
 from ._legacy import LegacySnapshot, LegacyStore
 from ._lock import DEFAULT_TIMEOUT, StoreLock
+from .maintenance import Maintainer, Maintenance, MaintenanceReport
 from .errors import (
     BlockedKeyError,
     InvalidEntryError,
@@ -108,11 +109,14 @@ class SessionStore:
     cache:
         Keep the per-process snapshot cache that makes repeated ``load()``
         cheap.  Single-entry reads never use it.
+    maintenance:
+        :class:`~sessionsd.maintenance.Maintenance` settings (prune, cap,
+        disk budget), applied on every write; ``None`` for none.
     """
 
     def __init__(self, path, *, lower_keys: bool = True, durability: str = "file",
                  lock_timeout: float = DEFAULT_TIMEOUT, bump_version_on_write: bool = False,
-                 cache: bool = True) -> None:
+                 cache: bool = True, maintenance: Optional[Maintenance] = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.paths = StorePaths.from_store_path(path)
@@ -128,6 +132,12 @@ class SessionStore:
         self._closed = False
         #: (file name, reason) of entry files the last full load skipped.
         self.skipped: list[tuple[str, str]] = []
+        #: Entry count and bytes after this object's last commit (None: unknown).
+        self.last_stats = None
+        self.maintenance = maintenance
+        self._maintainer = Maintainer(self, maintenance) if maintenance and maintenance.active else None
+        #: The report of the last maintenance sweep or check.
+        self.last_maintenance: Optional[MaintenanceReport] = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -245,7 +255,8 @@ class SessionStore:
             if state is not None:
                 self._write_one(state, normalized, data)
                 return
-            self._legacy_update(lambda entries: entries.__setitem__(normalized, entry))
+            self._legacy_update(lambda entries: entries.__setitem__(normalized, entry),
+                                protect=frozenset({normalized}))
 
     def patch(self, key: Any, fields: Mapping[str, Any]) -> Optional[dict]:
         """Shallow-merge *fields* into the entry of *key*; returns the merged
@@ -300,7 +311,7 @@ class SessionStore:
                 entries[normalized] = new
                 outcome.append(new)
 
-            self._legacy_update(mutate)
+            self._legacy_update(mutate, protect=frozenset({normalized}))
             return outcome[0]
 
     def delete(self, key: Any) -> bool:
@@ -320,11 +331,41 @@ class SessionStore:
 
     def _write_one(self, state, key: str, data: Optional[bytes]) -> bool:
         name = encode_key(key)
-        changed, seq_before = self._dir.write_one(name, key, data)
+        changed, seq_before, stats = self._dir.write_one(name, key, data, state.version)
+        self.last_stats = stats
+        version = state.version + (1 if changed and self._dir.bump_version_on_write else 0)
         if changed:
-            version = state.version + (1 if self._dir.bump_version_on_write else 0)
             self._note_commit(state.version, seq_before, version, {name: key})
+        if data is not None and self._maintainer is not None:
+            # O(1) unless a sweep is due; never evicts the session just written.
+            self._maintainer.after_write(version, key, stats)
         return changed
+
+    def _remove_entries(self, keys: list[str], needs_entries: bool) -> dict[str, dict]:
+        """Under the lock, directory mode: delete *keys* as one commit;
+        returns their entries (when *needs_entries*) for callbacks."""
+        state = self._detect_state()
+        removed: dict[str, dict] = {}
+        changes = []
+        for key in keys:
+            name = encode_key(key)
+            if needs_entries:
+                entry = self._dir.read_entry(key, name)
+                if entry is not None:
+                    removed[key] = entry
+            else:
+                removed[key] = {}
+            changes.append((name, key, None))
+        if len(changes) == 1:
+            name, key, _ = changes[0]
+            changed, seq_before, self.last_stats = self._dir.write_one(name, key, None, state.version)
+            if changed:
+                self._note_commit(state.version, seq_before, state.version, {name: key})
+        elif changes:
+            seq_before, self.last_stats = self._dir.commit(changes)
+            self._note_commit(state.version, seq_before, state.version + 1,
+                              {name: key for name, key, _ in changes})
+        return removed
 
     def _note_commit(self, version_before: int, seq_before: int, version_after: int,
                      dirty: dict[str, str]) -> None:
@@ -384,7 +425,13 @@ class SessionStore:
                 before = self._dir_snapshot_locked(state)
                 work = copy_entries(before.entries)
                 result = mutator(work)
-                self._commit_diff(state.version, before, work)
+                after = self._normalized_mapping(work)
+                removed: dict[str, dict] = {}
+                if self._maintainer is not None:
+                    _report, removed = self._maintainer.apply_to_mapping(after, sizes=self._size_of())
+                self._commit_diff(state.version, before, after)
+                if removed:
+                    self._maintainer._finish(_report, removed)
                 return result
             holder: list[T] = []
             self._legacy_update(lambda entries: holder.append(mutator(entries)))
@@ -414,8 +461,13 @@ class SessionStore:
             result[key] = entry
         return result
 
-    def _commit_diff(self, version: int, before: Snapshot, work: Mapping[str, dict]) -> None:
-        after = self._normalized_mapping(work)
+    def _size_of(self) -> Optional[Callable[[str, dict], int]]:
+        """Entry sizes for the disk budget (serialised, as on disk), or None."""
+        if self.maintenance is None or self.maintenance.max_disk_bytes is None:
+            return None
+        return lambda key, entry: len(encode_document(key, entry))
+
+    def _commit_diff(self, version: int, before: Snapshot, after: Mapping[str, dict]) -> None:
         old = before.entries
         changes = []
         dirty: dict[str, str] = {}
@@ -431,7 +483,7 @@ class SessionStore:
                 dirty[name] = key
         if not changes:
             return
-        seq_before = self._dir.commit(changes)
+        seq_before, self.last_stats = self._dir.commit(changes)
         self._note_commit(version, seq_before, version + 1, dirty)
 
     # -- snapshots -----------------------------------------------------------------
@@ -515,24 +567,62 @@ class SessionStore:
             cache.legacy = snapshot
         return snapshot
 
-    def _legacy_update(self, mutate: Callable[[dict], None]) -> None:
+    def _legacy_update(self, mutate: Callable[[dict], None], protect: frozenset = frozenset()) -> None:
         """Under the lock, legacy mode: load, mutate a copy, rewrite if changed.
 
         The first save that changes a legacy store migrates it to directory
-        mode (SPEC §5); an unchanged save writes nothing."""
+        mode (SPEC §5); an unchanged save writes nothing.  Maintenance rules
+        apply to the saved mapping (never to the *protect*ed keys)."""
         from .migration import migrate_snapshot  # migration imports this module
 
         before = self._legacy_snapshot()
         work = copy_entries(before.entries)
         mutate(work)
         after = self._normalized_mapping(work)
+        removed: dict[str, dict] = {}
+        if self._maintainer is not None:
+            report, removed = self._maintainer.apply_to_mapping(after, protect=protect,
+                                                                sizes=self._size_of())
         if after == before.entries and before.is_object:
             return
         if before.exists and after:
             migrate_snapshot(self, after)
-            return
-        if not before.is_object and not after:
+        elif not before.is_object and not after:
             return  # an array store saved empty: leave the file as it is
-        self._legacy.write(after)
-        with self._cache.mutex:
-            self._cache.legacy = None
+        else:
+            self._legacy.write(after)
+            with self._cache.mutex:
+                self._cache.legacy = None
+        if removed:
+            self._maintainer._finish(report, removed)
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def maintain(self, settings: Optional[Maintenance] = None, *, dry_run: bool = False
+                 ) -> MaintenanceReport:
+        """Run a full maintenance sweep now (prune, cap, disk budget) with
+        *settings* (default: the store's).  *dry_run* or ``mode="warn"``
+        only reports what would go."""
+        self._check_open()
+        settings = settings or self.maintenance
+        if settings is None:
+            raise ValueError("no maintenance settings: pass settings= or open the store with maintenance=")
+        maintainer = Maintainer(self, settings)
+        with self._lock.hold(self.lock_timeout, heavy=True):
+            state = self._detect_state()
+            if state is not None:
+                if self._dir.recover():
+                    state = read_state(self.paths)
+                stats = self._dir.ensure_stats(state.version)
+                return maintainer.sweep_directory(state.version, stats, full=True, dry_run=dry_run)
+            snapshot = self._legacy_snapshot()
+            if dry_run or settings.mode == "warn":
+                report, _ = maintainer.apply_to_mapping(copy_entries(snapshot.entries),
+                                                        sizes=self._size_of(), dry_run=dry_run)
+                return report
+            previous, self._maintainer = self._maintainer, maintainer
+            try:
+                self._legacy_update(lambda entries: None)
+            finally:
+                self._maintainer = previous
+            return self.last_maintenance
