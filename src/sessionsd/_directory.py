@@ -412,6 +412,7 @@ class DirectoryStore:
         fd, odd = self._begin()
         stats = self._stats if self._stats is not None and self._stats.version == version else None
         try:
+            _faults.hit("one:seq-odd")
             target = self.entry_prefix + name
             if data is None:
                 removed = self._unlink_entry(target)

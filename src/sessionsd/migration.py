@@ -248,6 +248,10 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
     legacy file stays authoritative.  Any failure removes the staging
     directory and re-raises."""
     cleanup_stale_staging(paths)
+    if read_state(paths, check_safety=False) is not None:
+        # Callers check this under the lock; promoting over an active store
+        # would hide its sessions in an orphan directory.
+        raise RuntimeError(f"directory session store is already active: {paths.root}")
     _quarantine_inactive(paths)
     staging = paths.staging(os.getpid(), now_ms())
     staging_entries = os.path.join(staging, "entries")

@@ -585,7 +585,13 @@ class SessionStore:
                                                                 sizes=self._size_of())
         if after == before.entries and before.is_object:
             return
-        if before.exists and after:
+        state = read_state(self.paths)
+        if state is not None:
+            # A write nested in *mutate* (a put inside an update mutator)
+            # migrated the store meanwhile: apply our changes as a diff
+            # against what *mutate* saw, leaving the nested write alone.
+            self._commit_diff(state.version, Snapshot((0, 0), before.entries, {}, []), after)
+        elif before.exists and after:
             migrate_snapshot(self, after)
         elif not before.is_object and not after:
             return  # an array store saved empty: leave the file as it is
