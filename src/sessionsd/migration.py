@@ -367,7 +367,7 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
         result.outcome = "migrated"
         result.backup_path = _backup_legacy(paths, result.warnings)
         store._cache.clear()
-    _log.info("migrated session store %s: %d entries", paths.store, result.migrated_entries)
+    _log.debug("migrated session store %s: %d entries", paths.store, result.migrated_entries)
     return result
 
 
