@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__, _codec, _json
 from .check import check
-from .discovery import discover_stores, run_startup_migration
+from .discovery import discover_stores, run_startup_migration, summary_line
 from .errors import SessionsdError
 from .migration import MAX_LEGACY_BYTES, detect, migrate, rollback
 from .store import SessionStore
@@ -148,9 +148,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     options = {"max_bytes": args.max_bytes}
     if args.state_dir:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-        results = run_startup_migration(args.state_dir, args.store or (), **options)
-        if not results:
+        # The summary line goes to stderr here; the library logs it for hosts.
+        quiet = logging.getLogger("sessionsd.cli.startup")
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+        results = run_startup_migration(args.state_dir, args.store or (), logger=quiet, **options)
+        if results:
+            print(summary_line(results), file=sys.stderr)
+        else:
             print("No session stores found.")
     else:
         if not args.store:
