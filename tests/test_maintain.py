@@ -1,0 +1,210 @@
+"""Maintenance: prune, cap, disk budget, warn vs enforce, transcripts, O(1) checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sessionsd
+from sessionsd import SessionStore
+from sessionsd.maintenance import Maintainer, Maintenance
+
+NOW = int(time.time() * 1000)
+DAY = 86_400_000
+
+
+def make_store(tmp_path, entries, **settings) -> SessionStore:
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps(entries))
+    sessionsd.migrate(path)
+    return SessionStore(path, durability="none", maintenance=Maintenance(**settings))
+
+
+def entry_files(store) -> int:
+    return sum(1 for n in os.listdir(store.paths.entries) if n.startswith("session-"))
+
+
+@pytest.fixture
+def count_scans(monkeypatch):
+    calls = []
+    real = Maintainer._index
+
+    def counting(self):
+        calls.append(1)
+        return real(self)
+
+    monkeypatch.setattr(Maintainer, "_index", counting)
+    return calls
+
+
+def test_cap_holds_after_every_write_and_evicts_the_oldest(tmp_path):
+    store = make_store(tmp_path, {f"old{i}": {"updatedAt": NOW - i * 1000} for i in range(5)},
+                       mode="enforce", max_entries=5)
+    for i in range(8):
+        store.put(f"new{i}", {"updatedAt": NOW + i})
+        assert entry_files(store) == 5 and store.last_stats.count == 5
+    assert sorted(store.keys()) == [f"new{i}" for i in range(3, 8)]
+
+
+def test_the_session_being_written_is_never_evicted(tmp_path):
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(3)},
+                       mode="enforce", max_entries=3)
+    store.put("ancient", {"updatedAt": 1})  # the oldest of all, but it is the one being written
+    assert "ancient" in store.keys() and "k0" not in store.keys()
+    store.update_entry("ancient2", lambda e: {"updatedAt": 2})
+    assert "ancient2" in store.keys() and len(store) == 3
+
+
+def test_prune_by_age_runs_at_most_once_per_interval(tmp_path, count_scans):
+    store = make_store(tmp_path, {"stale": {"updatedAt": NOW - 10 * DAY}, "fresh": {"updatedAt": NOW}},
+                       mode="enforce", prune_after=86_400, sweep_interval=3600)
+    store.put("a", {"updatedAt": NOW})
+    assert sorted(store.keys()) == ["a", "fresh"] and len(count_scans) == 1
+    store.put("stale2", {"updatedAt": NOW - 10 * DAY})   # protected: it is being written
+    store.put("b", {"updatedAt": NOW})                   # within the interval: no sweep
+    assert len(count_scans) == 1 and "stale2" in store.keys()
+
+
+def test_disk_budget_oldest_first(tmp_path):
+    entries = {f"k{i}": {"updatedAt": NOW + i, "blob": "x" * 1000} for i in range(10)}
+    store = make_store(tmp_path, entries, mode="enforce", max_disk_bytes=5000)
+    store.put("new", {"updatedAt": NOW + 100, "blob": "y" * 1000})
+    total = sum(os.lstat(os.path.join(store.paths.entries, n)).st_size
+                for n in os.listdir(store.paths.entries))
+    assert total <= 5000 and store.last_stats.bytes == total
+    kept = sorted(store.keys())
+    assert "new" in kept and "k9" in kept and "k0" not in kept
+
+
+def test_warn_mode_removes_nothing_and_warns_once_per_interval(tmp_path, caplog):
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i, "secret": "hunter2"} for i in range(5)},
+                       mode="warn", max_entries=2, sweep_interval=3600)
+    with caplog.at_level(logging.WARNING, logger="sessionsd"):
+        store.put("x", {"updatedAt": NOW + 10})
+        store.put("y", {"updatedAt": NOW + 11})
+    assert len(store) == 7
+    warnings = [r for r in caplog.records if "warn mode" in r.getMessage()]
+    assert len(warnings) == 1 and "hunter2" not in caplog.text
+    report = store.last_maintenance
+    assert report.applied is False and report.evicted == ["k0", "k1", "k2", "k3"]
+
+
+def test_callback_once_per_removed_session(tmp_path):
+    removed = []
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(4)},
+                       mode="enforce", max_entries=2, on_removed=lambda k, e: removed.append((k, e)))
+    store.put("n", {"updatedAt": NOW + 9})
+    assert removed == [(f"k{i}", {"updatedAt": NOW + i}) for i in range(3)]
+    assert sorted(store.keys()) == ["k3", "n"]
+
+
+def test_transcripts_archived_only_inside_the_store(tmp_path):
+    base = tmp_path / "store"
+    base.mkdir()
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("secret transcript")
+    (base / "in.jsonl").write_text("t1")
+    (base / "abs.jsonl").write_text("t2")
+    os.symlink(outside, base / "link.jsonl")
+    entries = {
+        "a": {"updatedAt": 1, "sessionFile": "in.jsonl"},
+        "b": {"updatedAt": 2, "sessionFile": str(base / "abs.jsonl")},
+        "c": {"updatedAt": 3, "sessionFile": str(outside)},
+        "d": {"updatedAt": 4, "sessionFile": "../outside.jsonl"},
+        "e": {"updatedAt": 5, "sessionFile": "link.jsonl"},
+        "keep": {"updatedAt": NOW},
+    }
+    store = make_store(base, entries, mode="enforce", max_entries=1)
+    store.put("new", {"updatedAt": NOW + 1})
+    assert sorted(store.keys()) == ["new"]
+    names = sorted(os.listdir(base))
+    assert any(n.startswith("in.jsonl.deleted.") for n in names)
+    assert any(n.startswith("abs.jsonl.deleted.") for n in names)
+    assert outside.read_text() == "secret transcript" and os.path.islink(base / "link.jsonl")
+    assert len(store.last_maintenance.archived) == 2
+
+
+def test_whole_store_update_applies_rules_in_one_commit(tmp_path):
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(3)},
+                       mode="enforce", max_entries=3)
+    state = tmp_path / "sessions.d" / "state.json"
+    version = json.loads(state.read_text())["version"]
+    store.update(lambda s: s.update({f"n{i}": {"updatedAt": NOW + 10 + i} for i in range(3)}))
+    assert sorted(store.keys()) == ["n0", "n1", "n2"]
+    assert json.loads(state.read_text())["version"] == version + 1
+
+
+def test_legacy_saves_apply_the_rules(tmp_path):
+    path = tmp_path / "sessions.json"
+    store = SessionStore(path, maintenance=Maintenance(mode="enforce", max_entries=2))
+    store.save({f"k{i}": {"updatedAt": NOW + i} for i in range(5)})  # a fresh store's first save
+    assert store.mode == "legacy" and sorted(json.loads(path.read_text())) == ["k3", "k4"]
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "sessions.json").write_text(json.dumps({f"k{i}": {"updatedAt": NOW + i} for i in range(5)}))
+    plain = SessionStore(other / "sessions.json")
+    report = plain.maintain(Maintenance(mode="enforce", max_entries=3), dry_run=True)
+    assert report.evicted == ["k0", "k1"] and len(plain.load()) == 5
+    report = plain.maintain(Maintenance(mode="enforce", max_entries=3))
+    assert sorted(plain.keys()) == ["k2", "k3", "k4"] and report.applied
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(5)},
+                       mode="enforce", max_entries=100)
+    report = store.maintain(Maintenance(mode="enforce", max_entries=2, prune_after=0), dry_run=True)
+    assert len(report.removed) == 5 and len(store) == 5
+
+
+def test_nothing_due_means_no_scan(tmp_path, count_scans):
+    store = make_store(tmp_path, {"a": {"updatedAt": NOW}}, mode="enforce", max_entries=10_000,
+                       max_disk_bytes=1 << 30)
+    for i in range(200):
+        store.put(f"k{i}", {"updatedAt": NOW + i})
+    assert count_scans == []
+
+
+def test_evictions_at_the_cap_are_amortised(tmp_path, count_scans):
+    store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(50)},
+                       mode="enforce", max_entries=50)
+    for i in range(300):
+        store.put(f"new{i}", {"updatedAt": NOW + 1000 + i})
+        assert store.last_stats.count == 50
+    assert len(count_scans) <= 8, len(count_scans)
+    assert sorted(store.keys()) == sorted(f"new{i}" for i in range(250, 300))
+
+
+CAP_WORKER = """
+import sys, json
+from sessionsd import SessionStore
+from sessionsd.maintenance import Maintenance
+store = SessionStore(sys.argv[1], durability="none",
+                     maintenance=Maintenance(mode="enforce", max_entries=50))
+worst = 0
+for i in range(100):
+    store.put(f"{sys.argv[2]}-{i}", {"updatedAt": 1790000000000 + i})
+    worst = max(worst, store.last_stats.count)
+print(json.dumps(worst))
+"""
+
+
+@pytest.mark.slow
+def test_cap_holds_under_concurrent_writers(tmp_path):
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps({f"seed{i}": {"updatedAt": i} for i in range(50)}))
+    sessionsd.migrate(path)
+    procs = [subprocess.Popen([sys.executable, "-c", CAP_WORKER, str(path), f"w{j}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for j in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out) <= 50
+    store = SessionStore(path)
+    assert len(store.load()) <= 50
+    assert sum(1 for n in os.listdir(store.paths.entries) if n.startswith("session-")) <= 50
