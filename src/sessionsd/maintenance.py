@@ -164,24 +164,28 @@ def plan_removals(items: Iterable[tuple[float, str, int]], count: int, size: int
     return pruned, evicted, over_budget
 
 
-def archive_transcript(paths: StorePaths, entry: dict) -> Optional[str]:
+def archive_transcript(paths: StorePaths, entry: dict, real_dir: Optional[str] = None) -> Optional[str]:
     """Rename a removed session's transcript to ``<file>.deleted.<ms>``.
 
     Only a regular file (not a symlink) whose real location is inside the
     store directory is touched; anything else is left alone.  Returns the new
-    path, or None."""
+    path, or None.  *real_dir* is ``realpath(paths.dir)`` if the caller has it."""
     name = entry.get("sessionFile")
     if not isinstance(name, str) or not name or "\x00" in name:
         return None
-    candidate = name if os.path.isabs(name) else os.path.join(paths.dir, name)
-    store_dir = os.path.realpath(paths.dir)
-    parent = os.path.realpath(os.path.dirname(candidate))
+    store_dir = real_dir or os.path.realpath(paths.dir)
+    if os.sep not in name and (os.altsep is None or os.altsep not in name) and name not in (".", ".."):
+        parent = store_dir  # a bare file name: the common case, no path walk
+    else:
+        candidate = name if os.path.isabs(name) else os.path.join(paths.dir, name)
+        parent = os.path.realpath(os.path.dirname(candidate))
+        name = os.path.basename(candidate)
     try:
         if os.path.commonpath([parent, store_dir]) != store_dir:
             return None
     except ValueError:
         return None
-    target = os.path.join(parent, os.path.basename(candidate))
+    target = os.path.join(parent, name)
     try:
         info = os.lstat(target)
     except (FileNotFoundError, NotADirectoryError):
@@ -206,6 +210,7 @@ class Maintainer:
         # the last scan; popped from the end, each entry re-verified.
         self._candidates: Optional[list[tuple[float, str, str, int]]] = None
         self._last_warn = 0
+        self._real_dir = os.path.realpath(store.paths.dir)
 
     # -- directory mode ----------------------------------------------------------
 
@@ -308,22 +313,21 @@ class Maintainer:
         settings = self.settings
         now = now_ms() if now is None else now
         items = None if full else self._verified_oldest(stats, protect)
-        prune = full
-        if items is None:
+        rescanned = items is None
+        if rescanned:
             index = self._index()
-            self._candidates = list(index)
-            # Age and size of every session: trim the candidates to what the
-            # plan consumes, keep the rest for the next evictions.
+            self._candidates = index
             items = [(age, key, size) for age, key, _name, size in index]
-            prune = full or settings.prune_after is not None and not self._candidates
         pruned, evicted, over_budget = plan_removals(
-            items, stats.count, stats.bytes, settings, now, protect=protect, prune=prune)
+            items, stats.count, stats.bytes, settings, now, protect=protect, prune=full)
         report = MaintenanceReport(settings.mode, entries_before=stats.count, bytes_before=stats.bytes)
         report.pruned, report.evicted, report.over_budget = pruned, evicted, over_budget
         if full:
             self.store._dir.set_last_sweep(now)
         removed = report.removed
-        if removed and self._candidates is not None:
+        if removed and rescanned:
+            # The fresh list still holds what this sweep removes (verified
+            # candidates were popped already): drop them once, O(n) like the scan.
             gone = set(removed)
             self._candidates = [c for c in self._candidates if c[1] not in gone]
         if not removed or dry_run or settings.mode == "warn":
@@ -351,7 +355,7 @@ class Maintainer:
         """After the commit: archive transcripts, then call back."""
         for key, entry in entries.items():
             if self.settings.archive_transcripts:
-                archived = archive_transcript(self.store.paths, entry)
+                archived = archive_transcript(self.store.paths, entry, self._real_dir)
                 if archived:
                     report.archived.append(archived)
         if self.settings.on_removed is not None:

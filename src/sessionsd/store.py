@@ -344,7 +344,7 @@ class SessionStore:
     def _remove_entries(self, keys: list[str], needs_entries: bool) -> dict[str, dict]:
         """Under the lock, directory mode: delete *keys* as one commit;
         returns their entries (when *needs_entries*) for callbacks."""
-        state = self._detect_state()
+        state = read_state(self.paths, memo=self._state_memo, check_safety=False)
         removed: dict[str, dict] = {}
         changes = []
         for key in keys:
