@@ -40,7 +40,8 @@ cdef extern from "sd_dirscan.h":
     int sd_dir_next(sd_dir* d, const char** name, Py_ssize_t* length, int* kind)
     int sd_dir_is_regular_nofollow(sd_dir* d, const char* name)
     void sd_dir_close(sd_dir* d)
-    Py_ssize_t sd_read_head(const char* path, char* buf, Py_ssize_t size, int* err) nogil
+    Py_ssize_t sd_read_head(const char* path, char* buf, Py_ssize_t size,
+                            char* tail, Py_ssize_t tail_size, Py_ssize_t* tail_n, int* err) nogil
     int sd_is_not_a_file(int err)
 
 __all__ = list(_twin.__all__)
@@ -367,19 +368,19 @@ def scan_entries(directory):
 
 # -- the updatedAt fast path --------------------------------------------------
 
-cdef inline Py_ssize_t _skip_ws(const char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    while i < n and (s[i] == 32 or s[i] == 9 or s[i] == 10 or s[i] == 13):
-        i += 1
-    return i
-
-
 cdef inline Py_ssize_t _expect(const char* s, Py_ssize_t i, Py_ssize_t n,
                                const char* lit, Py_ssize_t m) noexcept nogil:
-    """Index after literal `lit` at i (after whitespace), or -1."""
-    i = _skip_ws(s, i, n)
-    if i + m > n or memcmp(s + i, lit, m) != 0:
+    """Index after literal `lit` exactly at i, or -1."""
+    if i < 0 or i + m > n or memcmp(s + i, lit, m) != 0:
         return -1
     return i + m
+
+
+cdef inline bint _whole_document(const char* tail, Py_ssize_t t) noexcept nogil:
+    """The twin's _TAILS: the file ends with a line holding just "}"."""
+    if t >= 2 and tail[t - 2] == 10 and tail[t - 1] == 125:  # "\n}"
+        return True
+    return t >= 3 and tail[t - 3] == 10 and tail[t - 2] == 125 and tail[t - 1] == 10  # "\n}\n"
 
 
 cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t klen):
@@ -387,16 +388,7 @@ cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t
     cdef Py_ssize_t i, start, digits
     cdef long long value = 0
     cdef bint negative = False
-    i = _expect(s, 0, n, b"{", 1)
-    if i < 0:
-        return None
-    i = _expect(s, i, n, b'"sessionKey"', 12)
-    if i < 0:
-        return None
-    i = _expect(s, i, n, b":", 1)
-    if i < 0:
-        return None
-    i = _expect(s, i, n, b'"', 1)
+    i = _expect(s, 0, n, b'{\n  "sessionKey": "', 19)
     if i < 0:
         return None
     start = i
@@ -406,20 +398,9 @@ cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t
         i += 1
     if i >= n or i - start != klen or memcmp(s + start, key, klen) != 0:
         return None
-    i = _expect(s, i + 1, n, b",", 1)
-    if i >= 0:
-        i = _expect(s, i, n, b'"entry"', 7)
-    if i >= 0:
-        i = _expect(s, i, n, b":", 1)
-    if i >= 0:
-        i = _expect(s, i, n, b"{", 1)
-    if i >= 0:
-        i = _expect(s, i, n, b'"updatedAt"', 11)
-    if i >= 0:
-        i = _expect(s, i, n, b":", 1)
+    i = _expect(s, i, n, b'",\n  "entry": {\n    "updatedAt": ', 33)
     if i < 0:
         return None
-    i = _skip_ws(s, i, n)
     if i < n and s[i] == 45:  # '-'
         negative = True
         i += 1
@@ -432,18 +413,19 @@ cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t
     digits = i - start
     if digits == 0 or (digits > 1 and s[start] == 48):  # no digits, or a leading zero
         return None
-    i = _skip_ws(s, i, n)
-    if i >= n or (s[i] != 44 and s[i] != 125):  # ',' or '}'
+    if _expect(s, i, n, b",\n", 2) < 0 and _expect(s, i, n, b"\n  }", 4) < 0:
         return None
     return (True, PyLong_FromLongLong(-value if negative else value))
 
 
 def read_updated_at(path, key):
     cdef char buf[4096]
+    cdef char tail[3]
     cdef const char* c_path
     cdef const char* c_key
     cdef Py_ssize_t klen
     cdef Py_ssize_t n
+    cdef Py_ssize_t tail_n = 0
     cdef int err = 0
     if not SD_HAVE_DIRENT:
         return _twin.read_updated_at(path, key)
@@ -451,12 +433,14 @@ def read_updated_at(path, key):
     c_path = encoded
     c_key = PyUnicode_AsUTF8AndSize(key, &klen)
     with nogil:
-        n = sd_read_head(c_path, buf, 4096, &err)
+        n = sd_read_head(c_path, buf, 4096, tail, 3, &tail_n, &err)
     if n < 0:
         if sd_is_not_a_file(err):
             return (False, None)
         errno = err
         PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+    if not _whole_document(tail, tail_n):
+        return None
     return _parse_head(buf, n, c_key, klen)
 
 
@@ -478,7 +462,43 @@ def copy_json(value):
     return _copy_json(value)
 
 
+cdef object _MISSING = object()
+
+
+cdef bint _same_json(object a, object b) except -1:
+    cdef object kind
+    cdef object other
+    cdef Py_ssize_t i, n
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        if len(<dict>a) != len(<dict>b):
+            return False
+        for k, v in (<dict>a).items():
+            other = (<dict>b).get(k, _MISSING)
+            if other is _MISSING or not _same_json(v, other):
+                return False
+        return True
+    if kind is list:
+        n = len(<list>a)
+        if n != len(<list>b):
+            return False
+        for i in range(n):
+            if not _same_json((<list>a)[i], (<list>b)[i]):
+                return False
+        return True
+    return bool(a == b)
+
+
+def same_json(a, b):
+    return _same_json(a, b)
+
+
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
-                "decode_names", "scan_entries", "read_updated_at", "copy_json"):
+                "decode_names", "scan_entries", "read_updated_at", "copy_json",
+                "same_json"):
     globals()[_public].__doc__ = getattr(_twin, _public).__doc__
 del _public

@@ -25,8 +25,10 @@ static int sd_dir_next(sd_dir *d, const char **name, Py_ssize_t *len, int *kind)
 }
 static int sd_dir_is_regular_nofollow(sd_dir *d, const char *name) { (void)d; (void)name; return 0; }
 static void sd_dir_close(sd_dir *d) { (void)d; }
-static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size, int *err) {
-    (void)path; (void)buf; (void)size; *err = ENOSYS; return -1;
+static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size,
+                               char *tail, Py_ssize_t tail_size, Py_ssize_t *tail_n, int *err) {
+    (void)path; (void)buf; (void)size; (void)tail; (void)tail_size; (void)tail_n;
+    *err = ENOSYS; return -1;
 }
 static int sd_is_not_a_file(int err) { (void)err; return 0; }
 
@@ -81,15 +83,30 @@ static void sd_dir_close(sd_dir *d) {
 #define O_CLOEXEC 0
 #endif
 
-/* Read at most `size` bytes from the start of `path` without following a
- * symlink; O_NONBLOCK so a planted FIFO cannot block.  Returns the byte
- * count, or -1 with *err set.  Safe to call without the GIL. */
-static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size, int *err) {
-    Py_ssize_t n;
+/* Read at most `size` bytes from the start of `path` into `buf` and its last
+ * `tail_size` bytes (fewer for a shorter file; *tail_n says how many) into
+ * `tail`, without following a symlink; O_NONBLOCK so a planted FIFO cannot
+ * block.  Returns the head's byte count, or -1 with *err set.  Safe to call
+ * without the GIL. */
+static Py_ssize_t sd_read_head(const char *path, char *buf, Py_ssize_t size,
+                               char *tail, Py_ssize_t tail_size, Py_ssize_t *tail_n, int *err) {
+    Py_ssize_t n, t;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) { *err = errno; return -1; }
     do { n = (Py_ssize_t)read(fd, buf, (size_t)size); } while (n < 0 && errno == EINTR);
-    if (n < 0) *err = errno;
+    if (n < 0) {
+        *err = errno;
+    } else if (n < size) {
+        t = n < tail_size ? n : tail_size;
+        memcpy(tail, buf + n - t, (size_t)t);
+        *tail_n = t;
+    } else if (lseek(fd, -(off_t)tail_size, SEEK_END) < 0) {
+        *err = errno;
+        n = -1;
+    } else {
+        do { t = (Py_ssize_t)read(fd, tail, (size_t)tail_size); } while (t < 0 && errno == EINTR);
+        if (t < 0) { *err = errno; n = -1; } else { *tail_n = t; }
+    }
     close(fd);
     return n;
 }

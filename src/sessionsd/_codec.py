@@ -56,3 +56,4 @@ decode_names = _impl.decode_names
 scan_entries = _impl.scan_entries
 read_updated_at = _impl.read_updated_at
 copy_json = _impl.copy_json
+same_json = _impl.same_json

@@ -14,6 +14,7 @@ from sessionsd._codec_py import (
     decode_names as decode_names,
     encode_key as encode_key,
     read_updated_at as read_updated_at,
+    same_json as same_json,
     scan_entries as scan_entries,
     validate_key as validate_key,
 )

@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any, Iterable, Literal, Optional
 
-from ._fsutil import read_regular
+from ._fsutil import NOT_A_FILE_ERRNOS, READ_FLAGS
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "HEADER_BYTES",
     "read_updated_at",
     "copy_json",
+    "same_json",
 ]
 
 ENTRY_PREFIX = "session-"
@@ -230,31 +231,60 @@ def scan_entries(directory: "str | os.PathLike[str]") -> list[tuple[str, Optiona
 #: How many bytes of an entry file :func:`read_updated_at` reads.
 HEADER_BYTES = 4096
 
-_WS = rb"[ \t\n\r]*"
-# The head of a document this library wrote: updatedAt is the entry's first
-# field.  Deliberately narrow (a key without escapes, an integer of at most
-# 18 digits); anything else is left to a full parse.
+# The head of a document in the layout this library and the reference write
+# (``JSON.stringify(doc, null, 2)``) whose entry starts with ``updatedAt``.
+# Deliberately narrow (that exact layout, a key without escapes, an integer of
+# at most 18 digits); anything else is left to a full parse.
 _HEADER = re.compile(
-    _WS + rb"\{" + _WS + rb'"sessionKey"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
-    + _WS + rb"," + _WS + rb'"entry"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"updatedAt"'
-    + _WS + rb":" + _WS + rb"(-?(?:0|[1-9][0-9]{0,17}))" + _WS + rb"[,}]"
+    rb'\{\n  "sessionKey": "([^"\\\x00-\x1f]*)",\n  "entry": \{\n    "updatedAt": '
+    rb"(-?(?:0|[1-9][0-9]{0,17}))(?:,\n|\n  \})"
 )
+# In that layout a line holding just "}" is the document's last: a file that
+# ends so is whole (not truncated, nothing appended).
+_TAILS = (b"\n}", b"\n}\n")
+_TAIL_BYTES = 3
+
+
+def _read_head_and_tail(path: str) -> Optional[tuple[bytes, bytes]]:
+    """The first HEADER_BYTES and the last 3 bytes of the regular file at
+    *path* (never through a symlink); ``None`` when it is not one."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError as exc:
+        if exc.errno in NOT_A_FILE_ERRNOS:
+            return None
+        raise
+    try:
+        try:
+            head = os.read(fd, HEADER_BYTES)
+        except (IsADirectoryError, BlockingIOError):
+            return None
+        if len(head) < HEADER_BYTES:
+            return head, head[-_TAIL_BYTES:]
+        os.lseek(fd, -_TAIL_BYTES, os.SEEK_END)
+        return head, os.read(fd, _TAIL_BYTES)
+    finally:
+        os.close(fd)
 
 
 def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
-    """The ``updatedAt`` fast path: read the first 4 KiB of the entry file
-    at *path* (never through a symlink).
+    """The ``updatedAt`` fast path: read the first 4 KiB and the last bytes
+    of the entry file at *path* (never through a symlink).
 
-    Returns ``(True, updatedAt)`` when the file starts with the document of
-    exactly *key* whose entry begins with an integer ``updatedAt``;
-    ``(False, None)`` when there is no regular file at *path*; ``None`` when
-    the head does not settle it (the caller parses the whole file).
+    Returns ``(True, updatedAt)`` when the file is a whole document of
+    exactly *key*, in the reference layout, whose entry begins with an
+    integer ``updatedAt``; ``(False, None)`` when there is no regular file
+    at *path*; ``None`` when head and tail do not settle it (the caller then
+    parses the whole file).  The middle of the file is not read: a file
+    truncated or with bytes appended is caught by its tail, one damaged in
+    place in its middle is not (full reads -- ``get``, ``load`` -- are).
     """
-    head = read_regular(path, HEADER_BYTES)
-    if head is None:
+    found = _read_head_and_tail(path)
+    if found is None:
         return (False, None)
+    head, tail = found
     match = _HEADER.match(head)
-    if match is None or match.group(1) != key.encode("utf-8"):
+    if match is None or match.group(1) != key.encode("utf-8") or not tail.endswith(_TAILS):
         return None
     return (True, int(match.group(2)))
 
@@ -268,3 +298,29 @@ def copy_json(value: Any) -> Any:
     if kind is list:
         return [copy_json(v) for v in value]
     return value
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether *a* and *b* are the same JSON value: dicts compare as
+    mappings (key order is not data), lists item by item, and scalars only
+    when their types are the same too -- ``True == 1`` and ``1 == 1.0`` in
+    Python, but ``true``, ``1`` and ``1.0`` are different JSON."""
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        if len(a) != len(b):
+            return False
+        for key, value in a.items():
+            other = b.get(key, _MISSING)
+            if other is _MISSING or not same_json(value, other):
+                return False
+        return True
+    if kind is list:
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+_MISSING = object()

@@ -25,7 +25,7 @@ import time
 from typing import Any, Optional
 
 from . import _faults, _json
-from ._codec import HASHED_PREFIX, encode_key, read_updated_at, scan_entries
+from ._codec import HASHED_PREFIX, read_updated_at, scan_entries
 from ._documents import decode_document
 from ._fsutil import (
     fsync_dir,
@@ -42,27 +42,42 @@ from .errors import KeyCollisionError, UnsafeStoreError
 __all__ = ["DirectoryStore", "Snapshot", "Change", "Stats"]
 
 _SEQ = struct.Struct("<Q")
-# The seq file: the 8-byte seqlock, then this library's store statistics,
-# kept by every commit under the lock so maintenance never has to count:
-# entry count, entry bytes, the state.json version they are valid for (a
-# writer that does not keep them -- the reference code -- bumps the version,
-# which invalidates them), and the time of the last age sweep.
-_RECORD = struct.Struct("<QQQQQ")
+# sessions.d/stats: this library's store statistics, kept by every commit
+# under the lock so maintenance never has to count.  They are valid only for
+# the seq and state.json version recorded with them: a writer that does not
+# keep them (the reference code) bumps the version, and a writer that died
+# mid-commit leaves seq odd, whose recovery invalidates them.
+_STATS = struct.Struct("<QQQQQ")  # seq, version, entry count, entry bytes, last age sweep
+_NO_STATS = _STATS.pack(0, 0, 0, 0, 0)  # version 0 never matches a state.json version
 
 
 class Stats:
-    """Entry count and bytes of a store, valid for one state.json version."""
+    """Entry count and bytes of a store, valid for one (seq, state.json version)."""
 
-    __slots__ = ("count", "bytes", "version", "last_sweep")
+    __slots__ = ("count", "bytes", "version", "last_sweep", "seq")
 
-    def __init__(self, count: int, size: int, version: int, last_sweep: int = 0) -> None:
+    def __init__(self, count: int, size: int, version: int, last_sweep: int = 0,
+                 seq: int = 0) -> None:
         self.count = count
         self.bytes = size
         self.version = version
         self.last_sweep = last_sweep
+        self.seq = seq
+
+    def pack(self, seq: int) -> bytes:
+        return _STATS.pack(seq, self.version, self.count, self.bytes, self.last_sweep)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Optional["Stats"]:
+        if len(data) != _STATS.size:
+            return None
+        seq, version, count, size, last_sweep = _STATS.unpack(data)
+        return cls(count, size, version, last_sweep, seq) if version else None
 
     def __repr__(self) -> str:
         return f"Stats(count={self.count}, bytes={self.bytes}, version={self.version})"
+
+
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -118,11 +133,14 @@ class DirectoryStore:
         return decoded[1]
 
     def read_updated_at(self, key: str, name: str) -> tuple[bool, Any]:
-        """``(found, entry["updatedAt"])``, reading only the file's header
-        when it was written by this library."""
+        """``(found, entry["updatedAt"])``: the codec's head-and-tail read
+        when it settles the answer, else a full read of the file."""
         quick = read_updated_at(self.entry_prefix + name, key)
         if quick is not None:
             return quick
+        return self.read_updated_at_fully(key, name)
+
+    def read_updated_at_fully(self, key: str, name: str) -> tuple[bool, Any]:
         entry = self.read_entry(key, name)
         if entry is None:
             return (False, None)
@@ -144,8 +162,10 @@ class DirectoryStore:
         if reuse is not None:
             entries = dict(reuse.entries)
             names = dict(reuse.names)
-            skipped = list(reuse.skipped)
-            for name, key in (dirty or {}).items():
+            dirty = dirty or {}
+            # A rewritten file is judged afresh: drop its old skip reason.
+            skipped = [item for item in reuse.skipped if item[0] not in dirty]
+            for name, key in dirty.items():
                 entry = self.read_entry(key, name)
                 if entry is None:
                     entries.pop(key, None)
@@ -181,34 +201,38 @@ class DirectoryStore:
             names[name] = key
         return entries, names, skipped
 
-    # -- the seqlock ------------------------------------------------------------
+    # -- the seqlock and the statistics -------------------------------------------
 
     def _open_seq(self) -> tuple[int, int]:
-        fd, seq, _ = self._open_record()
-        return fd, seq
-
-    def _open_record(self) -> tuple[int, int, Optional[Stats]]:
         fd = os.open(self.paths.seq, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         try:
-            data = os.pread(fd, _RECORD.size, 0)
+            data = os.pread(fd, _SEQ.size, 0)
         except BaseException:
             os.close(fd)
             raise
-        if len(data) == _RECORD.size:
-            seq, count, size, version, last_sweep = _RECORD.unpack(data)
-            return fd, seq, Stats(count, size, version, last_sweep)
-        return fd, (_SEQ.unpack(data[:8])[0] if len(data) >= 8 else 0), None
+        return fd, (_SEQ.unpack(data)[0] if len(data) == _SEQ.size else 0)
 
     @staticmethod
     def _set_seq(fd: int, value: int) -> None:
         os.pwrite(fd, _SEQ.pack(value), 0)
 
-    def read_stats(self) -> Optional[Stats]:
-        data = read_regular(self.paths.seq, _RECORD.size)
-        if data is None or len(data) < _RECORD.size:
-            return None
-        _seq, count, size, version, last_sweep = _RECORD.unpack(data)
-        return Stats(count, size, version, last_sweep)
+    def read_stats(self, seq: int) -> Optional[Stats]:
+        """The recorded statistics if they were written at *seq*, else None."""
+        data = read_regular(self.paths.stats, _STATS.size)
+        stats = Stats.unpack(data) if data is not None else None
+        return stats if stats is not None and stats.seq == seq else None
+
+    def _write_stats(self, data: bytes, create: bool = True) -> None:
+        """Overwrite the statistics in place (40 bytes: one pwrite)."""
+        flags = os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.paths.stats, flags, 0o600)
+        except FileNotFoundError:
+            return  # nothing recorded, so nothing to invalidate
+        try:
+            os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
 
     def count_entries(self) -> tuple[int, int]:
         """(entry files, their bytes) by listing: the O(n) fallback."""
@@ -224,38 +248,36 @@ class DirectoryStore:
 
     def ensure_stats(self, version: int) -> Stats:
         """Under the lock: the store statistics, recounted if they are not
-        valid for *version* (after a foreign writer or a recovery)."""
-        fd, seq, stats = self._open_record()
-        try:
-            if stats is not None and stats.version == version:
-                return stats
-            count, size = self.count_entries()
-            stats = Stats(count, size, version, stats.last_sweep if stats else 0)
-            os.pwrite(fd, _RECORD.pack(seq, stats.count, stats.bytes, stats.version, stats.last_sweep), 0)
-            return stats
-        finally:
-            os.close(fd)
+        valid for *version* and the current seq (after a foreign writer or a
+        recovery)."""
+        seq = self.read_seq()
+        data = read_regular(self.paths.stats, _STATS.size)
+        recorded = Stats.unpack(data) if data is not None else None
+        if recorded is not None and recorded.seq == seq and recorded.version == version:
+            return recorded
+        count, size = self.count_entries()
+        stats = Stats(count, size, version, recorded.last_sweep if recorded else 0, seq)
+        self._write_stats(stats.pack(seq))
+        return stats
 
     def set_last_sweep(self, when_ms: int) -> None:
         """Under the lock: remember when the last age sweep ran."""
-        fd, seq, stats = self._open_record()
-        try:
-            if stats is not None:
-                os.pwrite(fd, _RECORD.pack(seq, stats.count, stats.bytes, stats.version, when_ms), 0)
-        finally:
-            os.close(fd)
+        stats = self.read_stats(self.read_seq())
+        if stats is not None:
+            stats.last_sweep = when_ms
+            self._write_stats(stats.pack(stats.seq))
 
     def _begin(self) -> tuple[int, int]:
         """Open the commit: recover a dead writer's leftovers, make seq odd."""
-        fd, seq, self._stats = self._open_record()
+        fd, seq = self._open_seq()
         try:
             # A leftover commit record with an even seq only survives power
             # loss (seq is not fsynced): look for one on the first write.
             if seq & 1 or not self._commit_checked:
                 if seq & 1 or os.path.lexists(self.paths.commit):
                     seq = self._recover(fd, seq)
-                    self._stats = None  # a replayed commit's effect on them is unknown
                 self._commit_checked = True
+            self._stats = self.read_stats(seq)
             self._set_seq(fd, seq + 1)
         except BaseException:
             os.close(fd)
@@ -263,14 +285,11 @@ class DirectoryStore:
         return fd, seq + 1
 
     def _end(self, fd: int, odd: int, stats: Optional[Stats] = None) -> None:
+        """Close the commit: record the statistics (or that they are
+        unknown), then make seq even."""
         try:
-            if stats is None:
-                # Stats unknown: seq even, and whatever stats are there no
-                # longer match (version 0 never matches a state version).
-                os.pwrite(fd, _RECORD.pack(odd + 1, 0, 0, 0, 0), 0)
-            else:
-                os.pwrite(fd, _RECORD.pack(odd + 1, stats.count, stats.bytes, stats.version,
-                                           stats.last_sweep), 0)
+            self._write_stats(_NO_STATS if stats is None else stats.pack(odd + 1), create=stats is not None)
+            self._set_seq(fd, odd + 1)
         finally:
             os.close(fd)
 
@@ -278,11 +297,11 @@ class DirectoryStore:
 
     def recover(self) -> bool:
         """Under the lock: finish or discard a dead writer's commit.  Returns
-        True when something had to be done."""
+        True when something had to be done.  A clean store is not touched."""
+        if not (self.read_seq() & 1) and not os.path.lexists(self.paths.commit):
+            return False
         fd, seq = self._open_seq()
         try:
-            if not (seq & 1) and not os.path.lexists(self.paths.commit):
-                return False
             self._recover(fd, seq)
             return True
         finally:
@@ -303,7 +322,8 @@ class DirectoryStore:
         if seq & 1:
             seq += 1
         # What the dead writer changed is not in the stats: invalidate them.
-        os.pwrite(fd, _RECORD.pack(seq, 0, 0, 0, 0), 0)
+        self._write_stats(_NO_STATS, create=False)
+        self._set_seq(fd, seq)
         return seq
 
     def _replay(self) -> None:
@@ -409,11 +429,15 @@ class DirectoryStore:
         the current state.json version.  Returns ``(changed, seq before the
         commit, store statistics after it or None when unknown)``.
         """
+        target = self.entry_prefix + name
+        if data is None and not _is_regular(target):
+            # Nothing to delete (or a symlink, left in place): no commit, so
+            # other processes' cached snapshots stay valid.
+            return False, self.read_seq(), None
         fd, odd = self._begin()
         stats = self._stats if self._stats is not None and self._stats.version == version else None
         try:
             _faults.hit("one:seq-odd")
-            target = self.entry_prefix + name
             if data is None:
                 removed = self._unlink_entry(target)
                 changed = removed >= 0
@@ -449,9 +473,12 @@ class DirectoryStore:
         """Apply *changes* as one atomic commit and bump ``state.json``.
 
         Returns the seq before the commit and the statistics after it.
+        Invariant: nothing is visible until the commit record exists; from
+        then on the commit is decided and is finished (here, or by recovery
+        replaying the record), never undone -- so its temp files must stay.
         """
         fd, odd = self._begin()
-        consistent = True
+        decided = False
         temps: list[str] = []
         state = read_state(self.paths, check_safety=False)
         version = (state.version if state else 0) + 1
@@ -482,37 +509,35 @@ class DirectoryStore:
                     _faults.hit("multi:after-temp")
             record = {"version": version, "renames": renames, "deletes": deletes}
             write_atomic(self.paths.commit, _json.dumps(record), self.durability)
+            decided = True
             _faults.hit("multi:after-record")
-            # From here on the commit is decided: finish it, or let recovery.
-            consistent = False
             self._apply(record)
             _faults.hit("multi:after-apply")
             os.unlink(self.paths.commit)
             _faults.hit("multi:after-record-removed")
-            consistent = True
-            temps = []
-            if stats is not None:
-                stats.version = version
-        finally:
-            for temp in temps:
-                _unlink_quietly(self.entry_prefix + temp)
-            if not consistent:
-                try:
-                    self._replay()
-                    consistent = True
-                except OSError:
-                    pass  # seq stays odd: the next reader or writer recovers
-                stats = None
-            if consistent:
-                self._end(fd, odd, stats if not temps else None)
+        except BaseException:
+            if not decided:
+                # Nothing visible happened: drop the temp files, close cleanly.
+                for temp in temps:
+                    _unlink_quietly(self.entry_prefix + temp)
+                self._end(fd, odd, None)
+                raise
+            try:
+                self._replay()  # finish the decided commit (idempotent)
+            except OSError:
+                os.close(fd)  # seq stays odd: the next reader or writer recovers
             else:
-                os.close(fd)
+                self._end(fd, odd, None)
+            raise  # the original error
+        if stats is not None:
+            stats.version = version
+        self._end(fd, odd, stats)
         return odd - 1, stats
 
     @staticmethod
-    def initial_record(count: int, size: int) -> bytes:
-        """The seq file of a freshly built store (version 1)."""
-        return _RECORD.pack(0, count, size, 1, 0)
+    def initial_files(count: int, size: int) -> dict[str, bytes]:
+        """The seq and stats files of a freshly built store (version 1)."""
+        return {"seq": _SEQ.pack(0), "stats": Stats(count, size, 1).pack(0)}
 
     def _bump_state(self) -> State:
         state = read_state(self.paths, check_safety=False)
@@ -523,6 +548,13 @@ class DirectoryStore:
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _unlink_quietly(path: str) -> None:

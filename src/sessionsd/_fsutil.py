@@ -44,7 +44,7 @@ CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC |
 
 # What a path that is not (or is no longer) a regular file answers to open():
 # missing, a symlink (O_NOFOLLOW), a directory, a path through a non-directory.
-_NOT_A_FILE = {errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENXIO}
+NOT_A_FILE_ERRNOS = {errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENXIO}
 
 _counter = itertools.count()
 TEMP_SUFFIX = ".tmp"
@@ -68,7 +68,7 @@ def read_regular(path: str, limit: Optional[int] = None) -> Optional[bytes]:
     try:
         fd = os.open(path, READ_FLAGS)
     except OSError as exc:
-        if exc.errno in _NOT_A_FILE:
+        if exc.errno in NOT_A_FILE_ERRNOS:
             return None
         raise
     try:

@@ -76,18 +76,26 @@ class _Encoder(json.JSONEncoder):
         )(o, 0)
 
 
+#: orjson refuses data nested deeper than this many containers.
+_MAX_DEPTH = 254
+
+
 def _check_keys_and_ints(value: Any) -> None:
-    """What orjson refuses but the stdlib would write: non-str keys, huge ints."""
-    stack = [value]
+    """What orjson refuses but the stdlib would write: non-str keys, huge
+    ints, nesting beyond orjson's limit (which also ends a cycle, where the
+    stdlib's own check would come only after a long walk)."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)) and depth > _MAX_DEPTH:
+            raise TypeError("Recursion limit reached")
         if isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise TypeError("Dict key must be str")
-                stack.append(child)
+                stack.append((child, depth + 1))
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, int) and not isinstance(item, bool):
             if not _INT_MIN <= item <= _INT_MAX:
                 raise TypeError("Integer exceeds 64-bit range")
@@ -115,5 +123,11 @@ else:  # pragma: no cover
     IMPLEMENTATION = "stdlib json"
     dumps = stdlib_dumps
 
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")  # orjson refuses NaN/Infinity too
+
     def loads(data: "bytes | str") -> Any:
-        return json.loads(data)
+        try:
+            return json.loads(data, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None

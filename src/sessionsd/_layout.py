@@ -48,6 +48,7 @@ class StorePaths:
     entries: str
     state: str
     seq: str
+    stats: str
     commit: str
     lock: str
 
@@ -63,6 +64,7 @@ class StorePaths:
             entries=os.path.join(root, "entries"),
             state=os.path.join(root, "state.json"),
             seq=os.path.join(root, "seq"),
+            stats=os.path.join(root, "stats"),
             commit=os.path.join(root, "commit.json"),
             # The same lock in both modes, on the real directory, so two
             # spellings of one store (symlinked parents) share it.

@@ -353,7 +353,7 @@ class Maintainer:
 
     def _finish(self, report: MaintenanceReport, entries: dict[str, dict]) -> None:
         """After the commit: archive transcripts, then call back."""
-        for key, entry in entries.items():
+        for entry in entries.values():
             if self.settings.archive_transcripts:
                 archived = archive_transcript(self.store.paths, entry, self._real_dir)
                 if archived:

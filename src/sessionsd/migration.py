@@ -270,9 +270,9 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
             _faults.hit("migrate:staging-write")
             if progress is not None:
                 progress(index + 1, len(entries))
-        seq_path = os.path.join(staging, "seq")
-        write_new(seq_path, DirectoryStore.initial_record(len(entries), total), "none")
-        written.append(seq_path)
+        for name, data in DirectoryStore.initial_files(len(entries), total).items():
+            write_new(os.path.join(staging, name), data, "none")
+            written.append(os.path.join(staging, name))
         _flush_all(written)
         fsync_dir(staging_entries)
         write_atomic(os.path.join(staging, "state.json"),

@@ -18,8 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from . import _json
-from ._codec import copy_json, encode_key, read_updated_at, validate_key
+from ._codec import copy_json, encode_key, read_updated_at, same_json, validate_key
 from ._directory import DirectoryStore, Snapshot, _Retry
 from ._documents import encode_document
 from ._fsutil import DURABILITY_MODES
@@ -49,6 +48,29 @@ def copy_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
     return {key: copy_json(entry) for key, entry in entries.items()}
 
 
+def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    return [key for key, entry in after.items()
+            if key not in before or not same_json(before[key], entry)]
+
+
+def _check_serialisable(before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """Raise InvalidEntryError (naming the key) for a new or changed entry
+    JSON cannot represent, before anything is written."""
+    for key in _changed_keys(before, after):
+        encode_document(key, after[key])
+
+
+def _rebase(base: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """*base* with the change from *old* to *new* applied on top."""
+    result = dict(base)
+    for key in old:
+        if key not in new:
+            result.pop(key, None)
+    for key in _changed_keys(old, new):
+        result[key] = new[key]
+    return result
+
+
 class _Cache:
     """The per-process cache of one store, shared by its store objects.
 
@@ -57,11 +79,11 @@ class _Cache:
     re-reads just those.  Legacy mode: the parsed file and its stat token.
     """
 
-    _registry: dict[str, "_Cache"] = {}
+    _registry: dict[tuple[str, bool], "_Cache"] = {}
     _registry_mutex = threading.Lock()
 
     @classmethod
-    def for_path(cls, path: str) -> "_Cache":
+    def for_path(cls, path: tuple[str, bool]) -> "_Cache":
         with cls._registry_mutex:
             cache = cls._registry.get(path)
             if cache is None:
@@ -126,7 +148,9 @@ class SessionStore:
         self._lock = StoreLock.for_path(self.paths.lock)
         self._dir = DirectoryStore(self.paths, durability, bump_version_on_write)
         self._legacy = LegacyStore(self.paths, durability, self.normalize_key)
-        self._cache = _Cache.for_path(self.paths.store) if cache else _Cache(enabled=False)
+        # Legacy snapshots hold normalised keys, so the key rule is part of
+        # what a cached view means.
+        self._cache = _Cache.for_path((self.paths.store, lower_keys)) if cache else _Cache(enabled=False)
         self._mode: Optional[str] = None
         self._state_memo: list = [None]
         self._closed = False
@@ -206,7 +230,9 @@ class SessionStore:
         normalized = self.normalize_key(key)
         if normalized in BLOCKED_KEYS:
             return default
-        if (self._mode or self._detect()) == DIRECTORY:
+        # Directory mode is remembered (a miss re-checks it); legacy mode is
+        # re-checked on every read, since another process may have migrated.
+        if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
             entry = self._dir.read_entry(normalized, encode_key(normalized))
             if entry is not None:
                 return entry
@@ -227,12 +253,12 @@ class SessionStore:
             normalized = normalized.lower()
         if normalized in BLOCKED_KEYS:
             return None
-        if (self._mode or self._detect()) == DIRECTORY:
+        if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
             name = encode_key(normalized)
             # Hot path: one C call reads and parses the file's head.
             quick = read_updated_at(self._dir.entry_prefix + name, normalized)
             if quick is None:
-                quick = self._dir.read_updated_at(normalized, name)
+                quick = self._dir.read_updated_at_fully(normalized, name)
             if quick[0]:
                 return quick[1]
             if self._detect() == DIRECTORY:
@@ -472,7 +498,7 @@ class SessionStore:
         changes = []
         dirty: dict[str, str] = {}
         for key, entry in after.items():
-            if key not in old or old[key] != entry:
+            if key not in old or not same_json(old[key], entry):
                 name = encode_key(key)
                 changes.append((name, key, encode_document(key, entry)))
                 dirty[name] = key
@@ -572,25 +598,34 @@ class SessionStore:
 
         The first save that changes a legacy store migrates it to directory
         mode (SPEC §5); an unchanged save writes nothing.  Maintenance rules
-        apply to the saved mapping (never to the *protect*ed keys)."""
+        apply to the saved mapping (never to the *protect*ed keys).
+        Invariant: the file is replaced by one rename, or not at all.
+        """
         from .migration import migrate_snapshot  # migration imports this module
 
         before = self._legacy_snapshot()
         work = copy_entries(before.entries)
         mutate(work)
         after = self._normalized_mapping(work)
+        _check_serialisable(before.entries, after)
+        state = read_state(self.paths)
+        if state is None:
+            current = self._legacy_snapshot()
+            if current.token != before.token:
+                # A write nested in *mutate* (a put inside an update mutator)
+                # rewrote the file meanwhile: apply our changes on top of it.
+                after = _rebase(current.entries, before.entries, after)
+                before = current
         removed: dict[str, dict] = {}
         if self._maintainer is not None:
             report, removed = self._maintainer.apply_to_mapping(after, protect=protect,
                                                                 sizes=self._size_of())
-        if after == before.entries and before.is_object:
-            return
-        state = read_state(self.paths)
         if state is not None:
-            # A write nested in *mutate* (a put inside an update mutator)
-            # migrated the store meanwhile: apply our changes as a diff
-            # against what *mutate* saw, leaving the nested write alone.
+            # A nested write migrated the store meanwhile: commit our changes
+            # as a diff against what *mutate* saw, leaving the nested write alone.
             self._commit_diff(state.version, Snapshot((0, 0), before.entries, {}, []), after)
+        elif before.is_object and same_json(after, before.entries):
+            return
         elif before.exists and after:
             migrate_snapshot(self, after)
         elif not before.is_object and not after:
