@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import stat
@@ -21,17 +19,10 @@ from sessionsd import (
     StoreClosedError,
     UnsafeStoreError,
 )
+from spec_rules import spec_name
 
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def name_for(key: str) -> str:
-    raw = key.encode()
-    if len(raw) > 120:
-        return "session-hash-" + b64(hashlib.sha256(raw).digest()) + ".json"
-    return "session-" + b64(raw) + ".json"
+name_for = spec_name
 
 
 def directory_store(tmp_path, entries=None, **options) -> SessionStore:

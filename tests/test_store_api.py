@@ -9,8 +9,6 @@ always made on the first write to a fresh legacy store.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
@@ -19,7 +17,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +34,7 @@ from sessionsd import (
     StoreClosedError,
     StoreLockTimeout,
 )
+from spec_rules import now_ms, spec_name
 
 SEED = {
     "agent:main:main": {"sessionId": "m", "updatedAt": 100, "lastChannel": "telegram", "lastTo": "821"},
@@ -45,21 +43,6 @@ SEED = {
 
 
 # -- helpers (file names from the SPEC rules, not from the library) ------------------
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def spec_name(key: str) -> str:
-    raw = key.encode("utf-8")
-    if len(raw) <= 120:
-        return "session-" + b64url(raw) + ".json"
-    return "session-hash-" + b64url(hashlib.sha256(raw).digest()) + ".json"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def make_store(tmp_path: Path, mode: str, entries: dict | None = None, **options) -> SessionStore:
     """A store in *mode*: ``fresh`` (no file), ``legacy`` (a sessions.json

@@ -13,9 +13,7 @@ from the library's codec), so a codec bug cannot hide itself.
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import importlib
 import json
 import logging
@@ -41,6 +39,7 @@ from sessionsd import (
     SessionStore,
     UnsafeStoreError,
 )
+from spec_rules import b64url, spec_name
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes, owners, FIFOs, symlinks")
 
@@ -63,16 +62,7 @@ DIRECTORY = {"dir-key": {"updatedAt": 1, "src": "directory"}}
 
 # -- helpers written from the SPEC -------------------------------------------------------
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def name_for(key: str) -> str:
-    """SPEC §3: the entry file name of an already-normalised key."""
-    raw = key.encode("utf-8")
-    if len(raw) > 120:
-        return "session-hash-" + b64(hashlib.sha256(raw).digest()) + ".json"
-    return "session-" + b64(raw) + ".json"
+name_for = spec_name
 
 
 def doc(key, entry) -> bytes:
@@ -414,7 +404,7 @@ def test_dotfiles_temp_files_noncanonical_names_dirs_and_fifos_are_ignored(base,
         "session-YQ.JSON": a_doc,
         "session-YQ.json.bak": a_doc,
         "session-YQ.json~": a_doc,
-        "session-" + b64(long_a.encode()) + ".json": doc(long_a, {"note": SECRET}),  # >120 B inline
+        "session-" + b64url(long_a.encode()) + ".json": doc(long_a, {"note": SECRET}),  # >120 B inline
         "session-hash-" + "A" * 42 + ".json": doc(long_a, {"note": SECRET}),         # too short
         "session-hash-" + "A" * 42 + "B.json": doc(long_a, {"note": SECRET}),        # trailing bits
         "session-hash-" + "A" * 44 + ".json": doc(long_a, {"note": SECRET}),         # too long

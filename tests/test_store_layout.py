@@ -12,21 +12,19 @@ reads the files with the stdlib ``json``.  Three directions:
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
 import os
 import re
 import stat
 import struct
-import time
 from pathlib import Path
 
 import pytest
 
 import sessionsd
 from sessionsd import SessionStore
+from spec_rules import now_ms, spec_name
 
 STATE_KIND = "openclaw-session-store-directory"
 STATE_FIELDS = {"kind", "layoutVersion", "version", "updatedAt"}
@@ -34,23 +32,6 @@ BLOCKED = {"__proto__", "prototype", "constructor"}
 
 
 # -- the SPEC rules, written out independently of the library -----------------------
-
-def b64url(raw: bytes) -> str:
-    """RFC 4648 §5 without padding."""
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def spec_name(key: str) -> str:
-    """The entry file name SPEC §3 gives an (already trimmed) key."""
-    raw = key.encode("utf-8")
-    if len(raw) <= 120:
-        return "session-" + b64url(raw) + ".json"
-    return "session-hash-" + b64url(hashlib.sha256(raw).digest()) + ".json"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def write_json(path: Path, value, *, indent=2) -> None:
     """Write JSON as the reference does (JSON.stringify(v, null, 2)), mode 0600."""
