@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any, Iterable, Literal, Optional
 
-from ._fsutil import NOT_A_FILE_ERRNOS, READ_FLAGS
+from ._fsutil import open_for_reading
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -248,12 +248,9 @@ _TAIL_BYTES = 3
 def _read_head_and_tail(path: str) -> Optional[tuple[bytes, bytes]]:
     """The first HEADER_BYTES and the last 3 bytes of the regular file at
     *path* (never through a symlink); ``None`` when it is not one."""
-    try:
-        fd = os.open(path, READ_FLAGS)
-    except OSError as exc:
-        if exc.errno in NOT_A_FILE_ERRNOS:
-            return None
-        raise
+    fd = open_for_reading(path)
+    if fd is None:
+        return None
     try:
         try:
             head = os.read(fd, HEADER_BYTES)

@@ -21,6 +21,7 @@ from .errors import UnsafeStoreError
 __all__ = [
     "DURABILITY_MODES",
     "IS_WINDOWS",
+    "open_for_reading",
     "read_regular",
     "write_new",
     "write_atomic",
@@ -61,16 +62,24 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def read_regular(path: str, limit: Optional[int] = None) -> Optional[bytes]:
-    """The bytes of the regular file at *path* (at most *limit*), or ``None``
-    when it is missing, a symlink (never followed), a directory or any other
-    non-regular file.  Other errors (EACCES, EIO …) propagate."""
+def open_for_reading(path: str) -> Optional[int]:
+    """A read descriptor on *path*, never through a symlink, or ``None`` when
+    it is missing, a symlink or a directory.  Other errors propagate."""
     try:
-        fd = os.open(path, READ_FLAGS)
+        return os.open(path, READ_FLAGS)
     except OSError as exc:
         if exc.errno in NOT_A_FILE_ERRNOS:
             return None
         raise
+
+
+def read_regular(path: str, limit: Optional[int] = None) -> Optional[bytes]:
+    """The bytes of the regular file at *path* (at most *limit*), or ``None``
+    when it is missing, a symlink (never followed), a directory or any other
+    non-regular file.  Other errors (EACCES, EIO …) propagate."""
+    fd = open_for_reading(path)
+    if fd is None:
+        return None
     try:
         if limit is not None:
             # No fstat on the prefix path: O_NOFOLLOW excluded symlinks, a
