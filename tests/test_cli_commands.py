@@ -134,3 +134,210 @@ def test_console_entry_point_and_version():
     done = subprocess.run([sys.executable, "-m", "sessionsd", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("sessionsd ")
     assert os.environ.get("SESSIONSD_NO_EXTENSIONS") != "1" or "python codec" in done.stdout
+
+
+# -- migrate / rollback / detect: every line, --json, exit codes ------------------------
+
+def tree(root) -> dict:
+    """Every path under *root* with its inode, size and mtime (the lock file aside)."""
+    found = {}
+    for base, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            if name != "sessions.json.lock":
+                info = os.lstat(path)
+                found[os.path.relpath(path, root)] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return found
+
+
+@pytest.mark.parametrize("content,first_line,status", [
+    (None, "No legacy sessions.json store was found.", "missing"),
+    ("{}", "Legacy sessions.json contains no valid session entries to migrate.", "empty_legacy"),
+    ("[]", "Legacy sessions.json exists but could not be migrated safely.", "invalid_legacy"),
+    ('{"A": {}, "a": {}, "b": 1}', "Legacy sessions.json is ready to migrate (1 normalized entries).",
+     "ready_to_migrate"),
+])
+def test_detect_lines_json_and_exit_code(capsys, tmp_path, content, first_line, status):
+    path = tmp_path / "sessions.json"
+    if content is not None:
+        path.write_text(content)
+    before = tree(tmp_path)
+    code, out, _ = run(capsys, "detect", path)
+    assert code == 0 and out.splitlines()[:2] == [first_line, f"status: {status}"]
+    code, out, _ = run(capsys, "detect", "--json", path)
+    found = json.loads(out)
+    assert found["status"] == status and found["preview"] == first_line
+    assert set(found) == {"store_path", "status", "legacy_exists", "directory_active", "legacy_entry_count",
+                          "normalized_entry_count", "warnings", "preview"}
+    assert tree(tmp_path) == before  # read-only
+
+
+def test_migrate_lines_for_every_outcome_and_one_failure_does_not_stop_the_rest(capsys, tmp_path):
+    def store(name, content=None):
+        path = tmp_path / name / "sessions.json"
+        path.parent.mkdir()
+        if content is not None:
+            path.write_text(content)
+        return path
+
+    good = store("good", '{"a": {"n": 1}}')
+    json5 = store("json5", '{"a": {"n": 1,},}')
+    empty = store("empty", "{}")
+    invalid = store("invalid", "[]")
+    missing = store("missing")
+    failing = store("failing", '{"a": {}}')
+    os.symlink(tmp_path, failing.parent / "sessions.d")
+    code, out, err = run(capsys, "migrate", good, json5, empty, invalid, missing, failing)
+    assert code == 1 and err == ""  # no terminal: no progress bar
+    lines = out.splitlines()
+    assert lines[0].startswith(f"migrated {good} (legacy 1, migrated 1) backup {good}.bak.")
+    assert lines[1].startswith(f"migrated {json5} (legacy 1, migrated 1) backup ")
+    assert lines[2:] == [
+        "  warning: Legacy sessions.json is not strict JSON; it was read as JSON5.",
+        f"skipped_empty {empty} (legacy 0, migrated 0)",
+        f"skipped_invalid {invalid} (legacy 0, migrated 0)",
+        "  warning: Legacy sessions.json does not contain an object store.",
+        f"missing {missing} (legacy 0, migrated 0)",
+        f"failed {failing} (legacy 0, migrated 0)",
+        ("  warning: Migration failed: UnsafeStoreError: refusing to use symlinked directory session "
+         f"store path: {failing.parent / 'sessions.d'}"),
+    ]
+    assert SessionStore(good).mode == "directory" and SessionStore(json5).mode == "directory"
+    code, out, _ = run(capsys, "migrate", good, empty, "--json")
+    assert code == 0
+    assert [r["outcome"] for r in json.loads(out)] == ["already_directory", "skipped_empty"]
+
+
+def test_migrate_state_dir_json_and_summary(capsys, tmp_path, store_path):
+    (tmp_path / "agents" / "bad" / "sessions").mkdir(parents=True)
+    (tmp_path / "agents" / "bad" / "sessions" / "sessions.json").write_text("[]")
+    code, out, err = run(capsys, "--json", "migrate", "--state-dir", tmp_path)
+    assert code == 1
+    assert [(r["store_path"], r["outcome"]) for r in json.loads(out)] == [
+        (str(tmp_path / "agents" / "bad" / "sessions" / "sessions.json"), "skipped_invalid"),
+        (str(store_path), "migrated")]
+    assert err.startswith("session-store migration summary: inspected=2 migrated=1 already_directory=0 "
+                          "skipped_empty=0 skipped_invalid=1 missing=0 failed=0; issues: ")
+    code, out, err = run(capsys, "migrate", "--state-dir", tmp_path / "empty", "--json")
+    assert (code, json.loads(out), err) == (0, [], "")
+
+
+def test_migrate_shows_a_progress_bar_on_a_terminal(tmp_path):
+    pty = pytest.importorskip("pty")
+    path = tmp_path / "agents" / "main" / "sessions" / "sessions.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({f"k{i}": {"i": i} for i in range(300)}))
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "sessionsd", "migrate", str(path)],
+                              stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60, check=False)
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert done.returncode == 0 and done.stdout.startswith(f"migrated {path} (legacy 300, migrated 300)")
+    text = shown.decode()
+    assert "\rmigrating main [" in text
+    assert text.rstrip().endswith(f"migrating main [{'#' * 30}] 300/300")
+
+
+def test_rollback_output_json_and_dry_run(capsys, tmp_path, store_path):
+    other = tmp_path / "agents" / "two" / "sessions" / "sessions.json"
+    other.parent.mkdir(parents=True)
+    other.write_text('{"x": {}}')
+    sessionsd.migrate(store_path)
+    sessionsd.migrate(other)
+    before = tree(tmp_path)
+    code, out, _ = run(capsys, "rollback", "--state-dir", tmp_path, "--dry-run")
+    assert code == 0 and out.splitlines() == [
+        f"would restore {store_path}", f"would restore {other}", "Summary: restored 2, skipped 0"]
+    code, out, _ = run(capsys, "rollback", "--store", store_path, "--dry-run", "--json")
+    assert json.loads(out) == {"stores": [{"store": str(store_path), "action": "would restore"}],
+                               "restored": 1, "skipped": 0, "failed": 0, "dry_run": True}
+    assert tree(tmp_path) == before  # --dry-run changed nothing
+    code, out, _ = run(capsys, "rollback", "--store", other, "--store", store_path, "--store", other)
+    assert code == 0 and out.splitlines() == [
+        f"restored {store_path}", f"restored {other}", "Summary: restored 2, skipped 0"]
+    assert json.loads(store_path.read_text()) == SessionStore(store_path).load()
+    code, out, _ = run(capsys, "rollback", "--store", store_path, "--json")
+    assert json.loads(out)["stores"] == [{"store": str(store_path), "action": "skipped"}]
+    code, out, _ = run(capsys, "rollback", "--state-dir", tmp_path / "none", "--json")
+    assert (code, json.loads(out)["stores"]) == (0, [])
+
+
+def test_rollback_failure_of_one_store_exits_1_after_the_others(capsys, tmp_path, store_path):
+    unsafe = tmp_path / "agents" / "unsafe" / "sessions" / "sessions.json"
+    unsafe.parent.mkdir(parents=True)
+    unsafe.write_text('{"x": {}}')
+    sessionsd.migrate(store_path)
+    sessionsd.migrate(unsafe)
+    os.chmod(unsafe.parent / "sessions.d", 0o777)  # refused: others could write into it
+    code, out, err = run(capsys, "rollback", "--state-dir", tmp_path)
+    assert code == 1
+    assert out.splitlines() == [f"restored {store_path}", "Summary: restored 1, skipped 0"]
+    assert err.startswith(f"sessionsd rollback: {unsafe}: refusing writable session-store directory")
+    assert SessionStore(store_path).mode == "legacy"
+
+
+def test_rollback_needs_a_target(capsys):
+    code, out, err = run(capsys, "rollback", "--dry-run")
+    assert code == 2 and out == "" and "give --store PATH" in err
+
+
+def test_check_of_a_legacy_store(capsys, store_path):
+    code, out, _ = run(capsys, "check", store_path)
+    assert code == 0 and out.splitlines() == [f"store: {store_path} (legacy, 2 sessions)", "ok"]
+    store_path.write_text('{"a": ')
+    code, out, _ = run(capsys, "check", store_path, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and report["legacy_error"]
+    assert report["problems"][0].startswith("unreadable legacy sessions.json: ")
+    assert store_path.read_text() == '{"a": '
+
+
+def test_get_ls_info_on_a_legacy_store_and_bad_input(capsys, store_path):
+    code, out, _ = run(capsys, "--json", "info", store_path)
+    info = json.loads(out)
+    assert (code, info["mode"], info["sessions"], info["version"], info["legacy_file"]) == (
+        0, "legacy", 2, None, True)
+    code, out, _ = run(capsys, "get", store_path, "A", "--json")
+    assert code == 0 and json.loads(out) == {"updatedAt": 1}
+    code, out, err = run(capsys, "get", store_path, "   ")
+    assert code == 1 and out == "" and "empty" in err
+    store_path.write_text("{nope")
+    code, out, err = run(capsys, "ls", store_path)
+    assert code == 1 and out == "" and err.startswith("sessionsd ls: legacy session store is not valid JSON")
+
+
+def test_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = os.path.join(os.path.dirname(__file__), os.pardir, "pyproject.toml")
+    with open(pyproject, "rb") as fh:
+        scripts = tomllib.load(fh)["project"]["scripts"]
+    assert scripts["sessionsd"] == "sessionsd.cli:main"
+
+
+def test_demo_json_and_bad_arguments(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--sessions", "60", "--dir", tmp_path / "work", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["verified"] is True and report["sessions"] == 60
+    assert report["migration"]["outcome"] == "migrated"
+    assert [row["operation"] for row in report["rows"]] == [
+        "read one session's updatedAt", "update one session", "load all sessions (cold)",
+        "load all sessions (cached)"]
+    assert all(row["legacy_seconds"] > 0 and row["directory_seconds"] > 0 for row in report["rows"])
+    assert "verified: all 60 sessions read back identical" in err  # the human lines go to stderr
+    code, out, err = run(capsys, "demo", "--dir", tmp_path / "work")
+    assert code == 2 and "not empty" in err
+    assert run(capsys, "demo", "--sessions", "0")[0] == 2

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ._directory import DirectoryStore
 from ._fsutil import is_temp_name
 from ._layout import StorePaths, read_state
+from ._legacy import LegacyStore
 from ._lock import StoreLock
+from .errors import CorruptStoreError
+from .migration import _default_normalize as _lower_key
 from .migration import _pid_alive, cleanup_stale_staging
 
 __all__ = ["CheckReport", "check"]
@@ -41,6 +44,8 @@ class CheckReport:
     orphans: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
+    #: Why the legacy ``sessions.json`` cannot be read (legacy mode), if so.
+    legacy_error: Optional[str] = None
 
     @property
     def problems(self) -> list[str]:
@@ -52,6 +57,8 @@ class CheckReport:
             found.append("odd commit counter (a writer died mid-commit)")
         found += [f"stale staging directory {p}" for p in self.stale_staging]
         found += [f"corrupt entry file {name}: {reason}" for name, reason in self.corrupt_entries]
+        if self.legacy_error:
+            found.append(f"unreadable legacy sessions.json: {self.legacy_error}")
         return found
 
     @property
@@ -112,6 +119,13 @@ def check(store_path, *, fix: bool = False, lock_timeout: float = 60.0) -> Check
     report = CheckReport(paths.store, "directory" if active else "legacy")
     _inventory(report, paths)
     if not active:
+        # Legacy mode: count what a load would see (never rewritten here).
+        try:
+            report.sessions = len(LegacyStore(paths, "none", _lower_key).read().entries)
+        except CorruptStoreError as exc:
+            report.legacy_error = str(exc.__cause__ or exc)
+        except OSError as exc:
+            report.legacy_error = str(exc)
         if fix and report.stale_staging:
             with StoreLock.for_path(paths.lock).hold(lock_timeout, heavy=True):
                 report.fixed += [f"removed stale staging directory {p}" for p in cleanup_stale_staging(paths)]

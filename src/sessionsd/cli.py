@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence
 
 from . import __version__, _codec, _json
 from .check import check
-from .discovery import discover_stores, run_startup_migration, summary_line
+from .discovery import discover_stores, migrate_or_fail, run_startup_migration, summary_line
 from .errors import SessionsdError
-from .migration import MAX_LEGACY_BYTES, detect, migrate, rollback
+from .migration import MAX_LEGACY_BYTES, detect, rollback
 from .store import SessionStore
 
 
@@ -137,32 +137,48 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     found = detect(args.path, max_bytes=args.max_bytes)
     lines = [found.preview, f"status: {found.status}",
-             f"legacy entries: {found.legacy_entry_count} "
-             f"(normalized: {found.normalized_entry_count})",
+             (f"legacy entries: {found.legacy_entry_count} "
+              f"(normalized: {found.normalized_entry_count})"),
              f"directory active: {found.directory_active}"]
     lines += [f"warning: {w}" for w in found.warnings]
     _emit(args, found.as_dict(), "\n".join(lines))
     return 0
 
 
+def _quiet_logger() -> logging.Logger:
+    """A logger that drops what it gets (set up once per process)."""
+    quiet = logging.getLogger("sessionsd.cli.startup")
+    if not quiet.handlers:
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+    return quiet
+
+
+def _store_label(path: str) -> str:
+    """A short name for a store in a progress bar: the agent id of
+    ``…/agents/<id>/sessions/sessions.json``, else the store's directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(directory) == "sessions":
+        directory = os.path.dirname(directory)
+    return os.path.basename(directory) or directory
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     options = {"max_bytes": args.max_bytes}
     if args.state_dir:
-        # The summary line goes to stderr here; the library logs it for hosts.
-        quiet = logging.getLogger("sessionsd.cli.startup")
-        quiet.propagate = False
-        quiet.addHandler(logging.NullHandler())
-        results = run_startup_migration(args.state_dir, args.store or (), logger=quiet, **options)
+        # The library logs the summary line for hosts; here it goes to stderr.
+        results = run_startup_migration(args.state_dir, args.store or (), logger=_quiet_logger(),
+                                        **options)
         if results:
             print(summary_line(results), file=sys.stderr)
-        else:
+        elif not args.json:
             print("No session stores found.")
     else:
         if not args.store:
             print("sessionsd migrate: give a store path or --state-dir", file=sys.stderr)
             return 2
-        results = [migrate(path, progress=Progress(f"migrating {os.path.basename(os.path.dirname(os.path.abspath(path)))}"),
-                           **options) for path in args.store]
+        results = [migrate_or_fail(path, progress=Progress(f"migrating {_store_label(path)}"), **options)
+                   for path in args.store]
     lines = []
     for r in results:
         line = f"{r.outcome} {r.store_path} (legacy {r.legacy_entries}, migrated {r.migrated_entries})"
@@ -175,17 +191,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    if not args.store and not args.state_dir:
+        print("sessionsd rollback: give --store PATH (repeatable) or --state-dir DIR", file=sys.stderr)
+        return 2
     targets = [os.path.abspath(p) for p in args.store or ()]
     if args.state_dir:
         targets += discover_stores(args.state_dir)
     targets = sorted(dict.fromkeys(targets))
-    if not targets:
-        print("No session stores found.")
-        return 0
-    restored = skipped = 0
+    restored = skipped = failed = 0
     rows = []
     for target in targets:
-        done = rollback(target, dry_run=args.dry_run)
+        try:
+            done = rollback(target, dry_run=args.dry_run)
+        except (SessionsdError, OSError) as exc:
+            # One store's failure does not stop the others; exit status 1.
+            print(f"sessionsd rollback: {target}: {exc}", file=sys.stderr)
+            failed += 1
+            rows.append({"store": target, "action": "failed", "error": str(exc)})
+            continue
         verb = ("would restore" if done else "would skip") if args.dry_run else (
             "restored" if done else "skipped")
         restored += done
@@ -193,9 +216,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         rows.append({"store": target, "action": verb})
         if not args.json:
             print(f"{verb} {target}")
-    _emit(args, {"stores": rows, "restored": restored, "skipped": skipped},
+    if not targets and not args.json:
+        print("No session stores found.")
+        return 0
+    _emit(args, {"stores": rows, "restored": restored, "skipped": skipped, "failed": failed,
+                 "dry_run": args.dry_run},
           f"Summary: restored {restored}, skipped {skipped}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -214,13 +241,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_maintain(args: argparse.Namespace) -> int:
     from .maintenance import Maintenance, parse_duration
 
-    settings = Maintenance(
-        mode=args.mode,
-        prune_after=parse_duration(args.prune_after) if args.prune_after else None,
-        max_entries=args.max_entries,
-        max_disk_bytes=args.max_disk_bytes,
-        archive_transcripts=not args.no_archive,
-    )
+    try:
+        settings = Maintenance(
+            mode=args.mode,
+            prune_after=parse_duration(args.prune_after) if args.prune_after else None,
+            max_entries=args.max_entries,
+            max_disk_bytes=args.max_disk_bytes,
+            archive_transcripts=not args.no_archive,
+        )
+    except ValueError as exc:  # a bad --prune-after or a negative limit: a usage error
+        print(f"sessionsd maintain: {exc}", file=sys.stderr)
+        return 2
     if not settings.active:
         print("sessionsd maintain: give --prune-after, --max-entries or --max-disk-bytes",
               file=sys.stderr)
@@ -240,13 +271,20 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(sessions=args.sessions, directory=args.dir, seed=args.seed)
+    return run_demo(sessions=args.sessions, directory=args.dir, seed=args.seed, as_json=args.json)
 
 
 # -- parser ---------------------------------------------------------------------------
 
 def _max_bytes(text: str) -> Optional[int]:
     return None if text in ("none", "0") else int(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,9 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-archive", action="store_true", help="do not archive removed transcripts")
     sub.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
     sub = command("demo", cmd_demo, "build a realistic legacy store, migrate it, compare the hot paths")
-    sub.add_argument("--sessions", type=int, default=3000, help="how many sessions (default 3000)")
-    sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--dir", help="work here instead of a temporary directory (kept afterwards)")
+    sub.add_argument("--sessions", type=_positive_int, default=3000, help="how many sessions (default 3000)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
+    sub.add_argument("--dir", help="work in this new or empty directory instead of a temporary "
+                                   "one, and keep the files")
     sub = command("encode", cmd_encode, "print the entry file name of each KEY")
     sub.add_argument("keys", nargs="+", metavar="KEY")
     sub = command("decode", cmd_decode, "print the key an entry file NAME encodes")

@@ -17,6 +17,7 @@ from .migration import MigrationResult, migrate
 __all__ = [
     "agent_store_paths",
     "discover_stores",
+    "migrate_or_fail",
     "run_startup_migration",
     "summary_line",
 ]
@@ -115,6 +116,16 @@ def summary_line(results: Sequence[MigrationResult]) -> str:
     return line
 
 
+def migrate_or_fail(store_path: "str | os.PathLike[str]", **migrate_options) -> MigrationResult:
+    """:func:`~sessionsd.migration.migrate`, with an exception turned into a
+    ``failed`` result whose warning is ``Migration failed: <error>``."""
+    try:
+        return migrate(store_path, **migrate_options)
+    except Exception as exc:  # noqa: BLE001 - one store's failure never stops the others
+        return MigrationResult(os.path.abspath(os.fspath(store_path)), "failed",
+                               warnings=[f"Migration failed: {type(exc).__name__}: {exc}"])
+
+
 def run_startup_migration(state_dir: Optional["str | os.PathLike[str]"] = None,
                           extra_paths: Sequence["str | os.PathLike[str]"] = (),
                           logger: Optional[logging.Logger] = None,
@@ -128,13 +139,7 @@ def run_startup_migration(state_dir: Optional["str | os.PathLike[str]"] = None,
         (agent_store_paths(state_dir) if state_dir is not None else [])
         + [os.path.abspath(os.fspath(p)) for p in extra_paths]
     )
-    results = []
-    for target in targets:
-        try:
-            results.append(migrate(target, **migrate_options))
-        except Exception as exc:  # noqa: BLE001 - one store's failure never stops the others
-            results.append(MigrationResult(target, "failed",
-                                           warnings=[f"Migration failed: {type(exc).__name__}: {exc}"]))
+    results = [migrate_or_fail(target, **migrate_options) for target in targets]
     if results:
         bad = any(r.outcome in ("skipped_invalid", "failed") for r in results)
         log.log(logging.WARNING if bad else logging.INFO, "%s", summary_line(results))

@@ -5,11 +5,17 @@
   migration stages every entry in ``sessions.d.staging-<pid>-<ms>``, fsyncs,
   writes ``state.json`` last and promotes the staging directory with one
   rename; the legacy file is then renamed to ``sessions.json.bak.<ms>``.
-  When the directory is already active (a crash after promotion, or a legacy
-  file written back by an old process) the legacy entries are merged in --
-  only strictly newer ones win -- as one atomic commit.
+  When the directory is already active and a legacy file written back by an
+  old process appears, the legacy entries are merged in -- only strictly
+  newer ones win -- as one atomic commit.  The legacy file that was promoted
+  gets its backup name as a second hard link *before* the promotion, so a
+  crash between the promotion and the backup leaves a file the next run
+  recognises as already migrated: it is backed up, not merged (a merge would
+  bring back sessions deleted since).
 * :func:`rollback` -- ``sessions.d`` → ``sessions.json`` (written and
   fsynced first), then ``sessions.d`` renamed to ``sessions.d.bak.<ms>``.
+  A legacy file already there is kept as a backup unless it holds exactly
+  what rollback writes.
 
 All three hold the store lock, so concurrent migrations of one store end with
 exactly one ``migrated`` and the others ``already_directory``.
@@ -29,7 +35,7 @@ from . import _faults, _json
 from ._codec import encode_key
 from ._directory import DirectoryStore
 from ._documents import encode_document
-from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
+from ._fsutil import IS_WINDOWS, fsync_dir, open_for_reading, write_atomic, write_new
 from ._layout import State, StorePaths, now_ms, read_state, state_bytes
 from ._legacy import normalize_entries, parse_legacy
 from .errors import UnsafeStoreError
@@ -112,21 +118,37 @@ def _inspect(paths: StorePaths, normalize: Callable[[Any], str],
              max_bytes: Optional[int]) -> _Inspection:
     if max_bytes is None:
         max_bytes = sys.maxsize - 1
+    not_regular = _Inspection("invalid", warnings=["Legacy sessions.json is not a regular file."])
+    too_big = _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
     try:
         info = os.lstat(paths.store)
     except (FileNotFoundError, NotADirectoryError):
         return _Inspection("missing")
     if not stat.S_ISREG(info.st_mode):
-        return _Inspection("invalid", warnings=["Legacy sessions.json is not a regular file."])
+        return not_regular
     if info.st_size > max_bytes:
-        return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
+        return too_big
+    # O_NOFOLLOW/O_NONBLOCK: a symlink or FIFO swapped in since the lstat is
+    # refused, not followed or waited on.
+    fd = open_for_reading(paths.store)
+    if fd is None:
+        return _Inspection("missing") if not os.path.lexists(paths.store) else not_regular
     try:
-        with open(paths.store, "rb") as fh:
-            data = fh.read(min(max_bytes, info.st_size) + 1)
-    except FileNotFoundError:
-        return _Inspection("missing")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return not_regular
+        chunks = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(max_bytes + 1 - size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > max_bytes:  # grew since lstat
-        return _Inspection("invalid", warnings=["Legacy sessions.json exceeds the migration size limit."])
+        return too_big
     if not data.strip():
         return _Inspection("empty")
     warnings: list[str] = []
@@ -157,6 +179,9 @@ def detect(store_path, *, normalize: Optional[Callable[[Any], str]] = None,
         "ready": "ready_to_migrate",
     }[inspection.kind]
     count = len(inspection.entries)
+    if active and inspection.kind != "missing" and _backup_twin(paths) is not None:
+        inspection.warnings.append("Legacy sessions.json was already migrated by an interrupted "
+                                   "migration; migrating again only finishes its backup.")
     preview = _PREVIEW.get(status) or (
         f"Legacy sessions.json is ready to migrate ({count} normalized entries)."
     )
@@ -210,12 +235,32 @@ def cleanup_stale_staging(paths: StorePaths) -> list[str]:
     return removed
 
 
-def _flush_all(paths_written: list[str]) -> None:
-    """Make every written file durable before promotion.  Linux: one
-    ``sync()`` (it waits for the write-back) instead of thousands of fsyncs;
-    elsewhere, fsync each file."""
-    if sys.platform.startswith("linux"):
-        os.sync()
+def _syncfs(directory: str) -> bool:
+    """Linux ``syncfs(2)`` on the file system holding *directory*: one call
+    that waits for its write-back, instead of thousands of fsyncs -- and,
+    unlike ``os.sync()``, without flushing every other disk of the host."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # no libc symbol (old or unusual libc)
+        return False
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if syncfs(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno), directory)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _flush_all(staging: str, paths_written: list[str]) -> None:
+    """Make every written file durable before promotion: ``syncfs`` where
+    there is one, else fsync each file."""
+    if _syncfs(staging):
         return
     for path in paths_written:  # pragma: no cover - macOS/Windows
         fd = os.open(path, os.O_RDONLY)
@@ -226,7 +271,8 @@ def _flush_all(paths_written: list[str]) -> None:
 
 
 def _quarantine_inactive(paths: StorePaths) -> Optional[str]:
-    """Move an inactive ``sessions.d`` out of the way (never deleted)."""
+    """Move an inactive ``sessions.d`` out of the way (never deleted);
+    returns where it went."""
     try:
         info = os.lstat(paths.root)
     except FileNotFoundError:
@@ -235,13 +281,15 @@ def _quarantine_inactive(paths: StorePaths) -> Optional[str]:
         raise UnsafeStoreError(f"refusing to use symlinked directory session store path: {paths.root}",
                                paths.root)
     target = paths.orphan(now_ms())
+    while os.path.lexists(target):  # never rename over an earlier orphan
+        target = paths.orphan(int(target.rsplit(".", 1)[1]) + 1)
     os.rename(paths.root, target)
-    _log.warning("moved an inactive session-store directory aside: %s -> %s", paths.root, target)
     return target
 
 
-def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None:
-    """Stage *entries* and promote them to ``sessions.d`` with one rename.
+def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> Optional[str]:
+    """Stage *entries* and promote them to ``sessions.d`` with one rename;
+    returns the path an inactive ``sessions.d`` was moved to, if any.
 
     Invariant: ``state.json`` is written last and the staging directory is
     renamed only after everything in it is durable; until that rename the
@@ -252,7 +300,7 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
         # Callers check this under the lock; promoting over an active store
         # would hide its sessions in an orphan directory.
         raise RuntimeError(f"directory session store is already active: {paths.root}")
-    _quarantine_inactive(paths)
+    orphan = _quarantine_inactive(paths)
     staging = paths.staging(os.getpid(), now_ms())
     staging_entries = os.path.join(staging, "entries")
     try:
@@ -273,7 +321,7 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
         for name, data in DirectoryStore.initial_files(len(entries), total).items():
             write_new(os.path.join(staging, name), data, "none")
             written.append(os.path.join(staging, name))
-        _flush_all(written)
+        _flush_all(staging, written)
         fsync_dir(staging_entries)
         write_atomic(os.path.join(staging, "state.json"),
                      state_bytes(State(1, now_ms(), {})), "full")
@@ -284,20 +332,106 @@ def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> None
         raise
     fsync_dir(paths.dir)
     _faults.hit("migrate:after-promote")
+    return orphan
 
 
-def _backup_legacy(paths: StorePaths, warnings: list[str]) -> Optional[str]:
-    backup = paths.legacy_backup(now_ms())
+# -- the legacy file's backup ----------------------------------------------------------
+#
+# A fresh migration gives the legacy file its backup name as a second hard
+# link *before* the promotion and drops the ``sessions.json`` name after it.
+# A crash in between leaves ``sessions.json`` sharing its inode with a
+# ``sessions.json.bak.<ms>``: the next run knows that file is already in the
+# directory store and only finishes the backup.  Merging it instead would
+# bring back every session deleted from the directory store since.  Where
+# hard links are not supported the backup is a plain rename afterwards, and
+# such a crash leads to the merge of SPEC §6.
+
+_BACKUP_PREFIX = "sessions.json.bak."
+
+
+def _unique_backup(paths: StorePaths) -> str:
+    ms = now_ms()
+    while os.path.lexists(paths.legacy_backup(ms)):  # never rename over an earlier backup
+        ms += 1
+    return paths.legacy_backup(ms)
+
+
+def _backup_twin(paths: StorePaths) -> Optional[str]:
+    """A ``sessions.json.bak.<ms>`` that is the same file as ``sessions.json``
+    (a migration promoted it and died before dropping the legacy name)."""
+    try:
+        info = os.lstat(paths.store)
+        if info.st_nlink < 2 or not stat.S_ISREG(info.st_mode):
+            return None
+        names = sorted(os.listdir(paths.dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for name in names:
+        if not name.startswith(_BACKUP_PREFIX):
+            continue
+        path = os.path.join(paths.dir, name)
+        try:
+            other = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
+            return path
+    return None
+
+
+def _link_backup(paths: StorePaths) -> tuple[Optional[str], bool]:
+    """Before a promotion: ``(backup path, created by us)`` -- the legacy
+    file's backup name as a hard link, or ``(None, False)`` when there is no
+    legacy file or the file system has no hard links."""
+    twin = _backup_twin(paths)
+    if twin is not None:
+        return twin, False
+    try:
+        if not stat.S_ISREG(os.lstat(paths.store).st_mode):
+            return None, False  # a symlink (never followed) or worse: rename afterwards
+        backup = _unique_backup(paths)
+        os.link(paths.store, backup)
+    except OSError:
+        return None, False  # no legacy file, or no hard links here: rename afterwards
+    return backup, True
+
+
+def _drop_link(path: Optional[str], created: bool) -> None:
+    if path is not None and created:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # a second name of the legacy file: harmless if it stays
+
+
+def _retire_legacy(paths: StorePaths, twin: Optional[str],
+                   warnings: Optional[list[str]]) -> Optional[str]:
+    """While the directory store is authoritative: move ``sessions.json`` to
+    a backup name (never deleted); returns the backup path.  A failed rename
+    is a warning in *warnings*, or raises when *warnings* is None.
+
+    The file is always *renamed* -- whatever is at ``sessions.json`` now, even
+    a file another program just wrote, ends up under a backup name -- and only
+    then, if it is the same file as *twin*, the duplicate name is dropped."""
+    backup = _unique_backup(paths)
     try:
         os.rename(paths.store, backup)
     except FileNotFoundError:
-        return None
+        return twin
     except OSError as exc:
+        if warnings is None:
+            raise
         # The directory store is already authoritative; the legacy file is
-        # merely still there (the next migration merges and retries this).
+        # merely still there (the next migration retries this).
         warnings.append(f"failed to back up legacy session store after directory migration: {exc}")
-        _log.warning("failed to back up legacy session store %s: %s", paths.store, exc)
-        return None
+        return twin
+    if twin is not None:
+        try:
+            if os.path.samestat(os.lstat(twin), os.lstat(backup)):
+                os.unlink(backup)  # one of two names of one file: nothing is lost
+                backup = twin
+        except FileNotFoundError:
+            pass  # the twin is gone: keep the new name
     fsync_dir(paths.dir)
     return backup
 
@@ -308,9 +442,18 @@ def migrate_snapshot(store, entries: dict[str, dict]) -> MigrationResult:
     up whatever legacy file was there."""
     paths = store.paths
     warnings: list[str] = []
-    _promote(paths, entries)
-    backup = _backup_legacy(paths, warnings)
+    twin, created = _link_backup(paths)
+    try:
+        orphan = _promote(paths, entries)
+    except BaseException:
+        _drop_link(twin, created)
+        raise
+    backup = _retire_legacy(paths, twin, warnings)
     store._cache.clear()
+    if orphan is not None:
+        _log.warning("moved an inactive session-store directory aside: %s -> %s", paths.root, orphan)
+    for warning in warnings:
+        _log.warning("%s: %s", paths.store, warning)
     _log.info("migrated session store to directory mode on save: %s (%d entries)",
               paths.store, len(entries))
     return MigrationResult(paths.store, "migrated", len(entries), len(entries), backup, warnings)
@@ -329,8 +472,9 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
     """Migrate one store to directory mode (idempotent, crash-safe).
 
     Exceptions propagate (the startup runner turns them into ``failed``).
-    *progress*, if given, is called as ``progress(done, total)`` while
-    entry files are staged.
+    Nothing is logged above DEBUG: what an operator should see is in the
+    result's ``warnings``.  *progress*, if given, is called as
+    ``progress(done, total)`` while entry files are staged.
     """
     from .store import SessionStore
 
@@ -343,6 +487,19 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
         result = MigrationResult(paths.store, "missing", warnings=list(inspection.warnings))
         if inspection.kind == "missing":
             result.outcome = "already_directory" if active else "missing"
+            return result
+        twin = _backup_twin(paths) if active else None
+        if twin is not None:
+            # An earlier migration promoted this very file and died before
+            # backing it up: finish that, whatever the file holds.
+            result.outcome = "migrated"
+            result.warnings = []
+            result.legacy_entries = inspection.raw_count
+            result.migrated_entries = len(inspection.entries)
+            result.backup_path = _retire_legacy(paths, twin, result.warnings)
+            store._cache.clear()
+            _log.debug("finished an interrupted migration of %s (backup %s)", paths.store,
+                       result.backup_path)
             return result
         if inspection.kind == "invalid":
             result.outcome = "skipped_invalid"
@@ -361,11 +518,20 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
                 return len(current)
 
             result.migrated_entries = store.update(merge)
+            _faults.hit("migrate:after-merge")
+            twin = None
         else:
-            _promote(paths, inspection.entries, progress)
+            twin, created = _link_backup(paths)
+            try:
+                orphan = _promote(paths, inspection.entries, progress)
+            except BaseException:
+                _drop_link(twin, created)
+                raise
+            if orphan is not None:
+                result.warnings.append(f"moved an inactive session-store directory aside to {orphan}")
             result.migrated_entries = len(inspection.entries)
         result.outcome = "migrated"
-        result.backup_path = _backup_legacy(paths, result.warnings)
+        result.backup_path = _retire_legacy(paths, twin, result.warnings)
         store._cache.clear()
     _log.debug("migrated session store %s: %d entries", paths.store, result.migrated_entries)
     return result
@@ -375,7 +541,9 @@ def rollback(store_path, *, dry_run: bool = False, lock_timeout: float = 60.0) -
     """Restore ``sessions.json`` from the directory store; returns True if
     there was an active directory store to restore (or, with *dry_run*,
     would be).  The directory is renamed to ``sessions.d.bak.<ms>``, never
-    deleted."""
+    deleted; a ``sessions.json`` already there is renamed to
+    ``sessions.json.bak.<ms>`` first unless it holds exactly what is
+    written."""
     from .store import SessionStore
 
     store = SessionStore(store_path, lock_timeout=lock_timeout)
@@ -387,16 +555,34 @@ def rollback(store_path, *, dry_run: bool = False, lock_timeout: float = 60.0) -
             return False
         store._dir.recover()
         entries = store._dir_snapshot_locked(read_state(paths)).entries
+        data = _json.dumps(entries)
         # Invariant: sessions.json is complete and durable before sessions.d
         # stops being active; a crash in between leaves the directory active
-        # (it wins) and the next migrate() merges the identical legacy file.
-        write_atomic(paths.store, _json.dumps(entries), "full")
+        # (it wins) and the next rollback starts over.  A legacy file found
+        # here (an old process wrote it, or a migration died before backing
+        # it up) may hold sessions the directory lacks: keep it.
+        if os.path.lexists(paths.store) and not _holds(paths.store, data):
+            _retire_legacy(paths, _backup_twin(paths), None)
+            _faults.hit("rollback:after-legacy-backup")
+        write_atomic(paths.store, data, "full")
         _faults.hit("rollback:after-legacy-write")
         backup = paths.directory_backup(now_ms())
+        while os.path.lexists(backup):
+            backup = paths.directory_backup(int(backup.rsplit(".", 1)[1]) + 1)
         os.rename(paths.root, backup)
+        _faults.hit("rollback:after-directory-backup")
         fsync_dir(paths.dir)
         store._cache.clear()
     _log.info("rolled back session store %s to legacy sessions.json (directory kept as %s)",
               paths.store, backup)
     return True
 
+
+def _holds(path: str, data: bytes) -> bool:
+    """True if *path* is a regular file holding exactly *data*."""
+    from ._fsutil import read_regular
+
+    try:
+        return read_regular(path) == data
+    except OSError:
+        return False
