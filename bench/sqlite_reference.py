@@ -26,7 +26,9 @@ CREATE INDEX IF NOT EXISTS sessions_updated_at ON sessions(updated_at);
 
 class SqliteSessions:
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Autocommit: every put/delete is its own transaction, like a
+        # sessionsd single-entry commit; concurrent writers wait (busy timeout).
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(SCHEMA)
