@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -181,30 +182,64 @@ def test_evictions_at_the_cap_are_amortised(tmp_path, count_scans):
 
 
 CAP_WORKER = """
-import sys, json
+import os, sys, json, time
 from sessionsd import SessionStore
+from sessionsd._codec import scan_entries
 from sessionsd.maintenance import Maintenance
-store = SessionStore(sys.argv[1], durability="none",
+path, name, go = sys.argv[1], sys.argv[2], sys.argv[3]
+store = SessionStore(path, durability="none",
                      maintenance=Maintenance(mode="enforce", max_entries=50))
+open(go + "." + name, "w").close()          # ready
+deadline = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.001)                        # start together
 worst = 0
-for i in range(100):
-    store.put(f"{sys.argv[2]}-{i}", {"updatedAt": 1790000000000 + i})
-    worst = max(worst, store.last_stats.count)
-print(json.dumps(worst))
+written = {}
+for i in range(150):
+    key = f"{name}-{i}"
+    # updatedAt is taken under the store lock (re-entrant), so ages follow
+    # commit order across the processes and "the oldest" is well defined.
+    if name in ("w0", "w1"):
+        with store._lock.hold():
+            written[key] = time.time_ns()
+            store.put(key, {"updatedAt": written[key]})
+    else:
+        written[key] = store.update_entry(key, lambda e: {"updatedAt": time.time_ns()})["updatedAt"]
+    # What the write left behind, seen with every writer shut out: the
+    # entry files on disk (not the stats).
+    with store._lock.hold():
+        worst = max(worst, len(scan_entries(store.paths.entries)))
+    time.sleep(0.0005)  # let the other writers in: flock is not fair
+print(json.dumps({"worst": worst, "written": written}))
 """
 
 
 @pytest.mark.slow
 def test_cap_holds_under_concurrent_writers(tmp_path):
+    """4 processes create sessions at the cap at the same time (put and
+    update_entry): after every write returns the store holds at most 50 entry
+    files, and the 50 kept in the end are the 50 newest written."""
     path = tmp_path / "sessions.json"
     path.write_text(json.dumps({f"seed{i}": {"updatedAt": i} for i in range(50)}))
     sessionsd.migrate(path)
-    procs = [subprocess.Popen([sys.executable, "-c", CAP_WORKER, str(path), f"w{j}"],
+    go = str(tmp_path / "go")
+    procs = [subprocess.Popen([sys.executable, "-c", CAP_WORKER, str(path), f"w{j}", go],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for j in range(4)]
+    deadline = time.monotonic() + 60
+    while sum(os.path.exists(f"{go}.w{j}") for j in range(4)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    open(go, "w").close()
+    written = {}
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        assert json.loads(out) <= 50
-    store = SessionStore(path)
-    assert len(store.load()) <= 50
-    assert sum(1 for n in os.listdir(store.paths.entries) if n.startswith("session-")) <= 50
+        result = json.loads(out)
+        assert result["worst"] <= 50
+        written.update(result["written"])
+    in_commit_order = [key.split("-")[0] for key in sorted(written, key=written.get)]
+    switches = sum(a != b for a, b in itertools.pairwise(in_commit_order))
+    assert switches > 20, "the writers did not overlap"
+    sessions = SessionStore(path, cache=False).load()
+    newest = sorted(written, key=written.get)[-50:]
+    assert sorted(sessions) == sorted(newest)
+    assert sum(1 for n in os.listdir(path.parent / "sessions.d" / "entries") if not n.startswith(".")) == 50

@@ -5,12 +5,14 @@ maintenance=...)``).  In ``"enforce"`` mode removals happen; in ``"warn"``
 mode (the default) nothing is removed and a WARNING says what would be.
 
 Cost model (SPEC §7): a hot-path write stays O(1) in store size when nothing
-is due.  The entry count and bytes are kept by the commit protocol (the seq
-file), so checking the cap and the budget is free; age sweeps -- the only
-part that must look at every session -- run at most once per
-``sweep_interval``; evicting the oldest sessions at the cap uses a sorted list
-of candidates built by one scan and re-verified entry by entry, so a store
-that sits at its cap pays one scan per many evictions, not one per write.
+is due.  The entry count and bytes are kept by the commit protocol (the
+``sessions.d/stats`` file, valid for one seq and state.json version), so
+checking the cap and the budget is free; age sweeps -- the only part that
+must look at every session -- run at most once per ``sweep_interval``, and so
+do warn-mode reports (the time of the last sweep is in the stats, shared by
+every process); evicting the oldest sessions at the cap uses a sorted list of
+candidates built by one scan and re-verified entry by entry, so a store that
+sits at its cap pays one scan per many evictions, not one per write.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
-from ._layout import StorePaths, now_ms
+from ._codec import encode_key
+from ._layout import LOCK_NAME, ROOT_NAME, StorePaths, now_ms
 
 __all__ = ["Maintenance", "MaintenanceReport", "plan_removals", "archive_transcript",
            "parse_duration"]
@@ -65,8 +68,10 @@ class Maintenance:
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or value < 0 or not math.isfinite(value)):
                 raise ValueError(f"maintenance {name} must be a non-negative number or None, not {value!r}")
-        if self.sweep_interval < 0:
-            raise ValueError("maintenance sweep_interval must be >= 0")
+        interval = self.sweep_interval
+        if (not isinstance(interval, (int, float)) or isinstance(interval, bool)
+                or math.isnan(interval) or interval < 0):
+            raise ValueError(f"maintenance sweep_interval must be a number >= 0, not {interval!r}")
 
     @property
     def active(self) -> bool:
@@ -168,22 +173,29 @@ def archive_transcript(paths: StorePaths, entry: dict, real_dir: Optional[str] =
     """Rename a removed session's transcript to ``<file>.deleted.<ms>``.
 
     Only a regular file (not a symlink) whose real location is inside the
-    store directory is touched; anything else is left alone.  Returns the new
-    path, or None.  *real_dir* is ``realpath(paths.dir)`` if the caller has it."""
+    store directory is touched, and never one of the store's own files;
+    anything else is left alone.  Returns the new path, or None.  *real_dir*
+    is ``realpath(paths.dir)`` if the caller has it."""
     name = entry.get("sessionFile")
     if not isinstance(name, str) or not name or "\x00" in name:
         return None
     store_dir = real_dir or os.path.realpath(paths.dir)
-    if os.sep not in name and (os.altsep is None or os.altsep not in name) and name not in (".", ".."):
-        parent = store_dir  # a bare file name: the common case, no path walk
+    if os.sep not in name and (os.altsep is None or os.altsep not in name):
+        parent, first = store_dir, name  # a bare file name: the common case, no path walk
     else:
         candidate = name if os.path.isabs(name) else os.path.join(paths.dir, name)
-        parent = os.path.realpath(os.path.dirname(candidate))
-        name = os.path.basename(candidate)
-    try:
-        if os.path.commonpath([parent, store_dir]) != store_dir:
+        directory, name = os.path.split(candidate)
+        # The real directory (symlinks and `..` resolved) must be the store
+        # directory or below it.
+        parent = store_dir if directory == paths.dir else os.path.realpath(directory)
+        inside = store_dir if store_dir.endswith(os.sep) else store_dir + os.sep
+        if parent == store_dir:
+            first = name
+        elif parent.startswith(inside):
+            first = parent[len(inside):].split(os.sep, 1)[0]
+        else:
             return None
-    except ValueError:
+    if not name or _is_store_name(paths, first):
         return None
     target = os.path.join(parent, name)
     try:
@@ -197,18 +209,53 @@ def archive_transcript(paths: StorePaths, entry: dict, real_dir: Optional[str] =
     return archived
 
 
+def _is_store_name(paths: StorePaths, first: str) -> bool:
+    """Is *first* (a name in the store directory) one of the store's own:
+    the legacy file and its backups, the lock, ``sessions.d`` and its
+    backups, staging and orphan directories?  A hostile or mistaken
+    ``sessionFile`` must not make maintenance rename those away."""
+    legacy = os.path.basename(paths.store)
+    return (first in (legacy, ROOT_NAME, LOCK_NAME, os.curdir, os.pardir)
+            or first.startswith((legacy + ".", ROOT_NAME + ".")))
+
+
+def _insert_candidate(candidates: list, item: tuple) -> None:
+    """Insert *item* into the oldest-last *candidates* list, keeping its order."""
+    order = (item[0], item[1])
+    low, high = 0, len(candidates)
+    while low < high:
+        middle = (low + high) // 2
+        if (candidates[middle][0], candidates[middle][1]) > order:
+            low = middle + 1
+        else:
+            high = middle
+    candidates.insert(low, item)
+
+
 class Maintainer:
     """Applies one store's :class:`Maintenance` settings (per store object).
 
     Works through the store's own primitives and always runs under the
-    store lock, which its callers hold."""
+    store lock, which its callers hold.
+
+    Evicting at the cap uses ``_candidates``: every session's (age key,
+    session key, file name, bytes) from one scan, oldest last, popped from
+    the end and re-verified one by one.  Invariant: a session missing from
+    the list is at least as new as the newest one in it, so the verified end
+    of the list is the oldest of the store.  This object's own writes keep it
+    (a backdated or re-dated session is put back in its place); another
+    writer's commits may not (its sessions are not in the list), so after one
+    the list is rebuilt by the next eviction once it is ``sweep_interval``
+    old: one scan per interval at most, like the age sweep.
+    """
 
     def __init__(self, store, settings: Maintenance) -> None:
         self.store = store
         self.settings = settings
-        # Oldest-last list of (age key, session key, file name, bytes) from
-        # the last scan; popped from the end, each entry re-verified.
         self._candidates: Optional[list[tuple[float, str, str, int]]] = None
+        self._scanned_at = 0     # when the list was built (ms)
+        self._seq = -1           # the seq after the last commit this object knows of
+        self._foreign = False    # another writer committed since the list was built
         self._last_warn = 0
         self._real_dir = os.path.realpath(store.paths.dir)
 
@@ -221,15 +268,58 @@ class Maintainer:
         if stats is None or stats.version != version:
             stats = directory.ensure_stats(version)
         now = now_ms()
-        due_age = (settings.prune_after is not None
-                   and now - stats.last_sweep >= settings.sweep_interval * 1000)
+        interval = settings.sweep_interval * 1000
+        if self._candidates is not None:
+            self._track_write(key, now, interval)
+        # (A last sweep "in the future" means the clock went back: sweep now,
+        # which records the present, rather than never.)
+        since_sweep = now - stats.last_sweep
+        due_age = settings.prune_after is not None and not 0 <= since_sweep < interval
         due_cap = settings.max_entries is not None and stats.count > settings.max_entries
         due_disk = settings.max_disk_bytes is not None and stats.bytes > settings.max_disk_bytes
         if not (due_age or due_cap or due_disk):
             return
-        if settings.mode == "warn" and now - self._last_warn < settings.sweep_interval * 1000:
-            return  # warn at most once per interval: a warning must not cost O(n) per write
+        if settings.mode == "warn":
+            # A warning is a full report, at most once per interval per store:
+            # the last sweep's time is shared by every process (stats), so
+            # neither a store object per call nor a busy writer pays O(n) each time.
+            if 0 <= now - max(stats.last_sweep, self._last_warn) < interval:
+                return
+            self.sweep_directory(version, stats, protect=frozenset({key}), full=True, now=now)
+            return
         self.sweep_directory(version, stats, protect=frozenset({key}), full=due_age, now=now)
+
+    def _track_write(self, key: str, now: int, interval: float) -> None:
+        """Keep the candidate list's invariant across this object's write of
+        *key* (under the lock, right after its commit)."""
+        directory = self.store._dir
+        seq = directory.read_seq()
+        if seq != self._seq + 2:
+            self._foreign = True  # someone else committed: their sessions are not listed
+        self._seq = seq
+        if self._foreign and now - self._scanned_at >= interval:
+            self._candidates = None  # the next eviction rescans
+            return
+        candidates = self._candidates
+        if not candidates:
+            return  # an empty list rescans when it is needed
+        name = encode_key(key)
+        found, updated = directory.read_updated_at(key, name)
+        if not found:
+            return
+        age = sort_key(updated)
+        if (age, key) < (candidates[0][0], candidates[0][1]):
+            # Older than a listed session (backdated, or re-dated): list it in
+            # its place, or the next eviction would take a newer session.
+            _insert_candidate(candidates, (age, key, name, self._size(directory.entry_prefix + name)))
+
+    def _size(self, path: str) -> int:
+        if self.settings.max_disk_bytes is None:
+            return 0
+        try:
+            return os.lstat(path).st_size
+        except FileNotFoundError:
+            return 0
 
     def _index(self) -> list[tuple[float, str, str, int]]:
         """Every session's (age key, key, file name, bytes): one scan."""
@@ -269,8 +359,6 @@ class Maintainer:
     def _verified_oldest(self, stats, protect: frozenset) -> Optional[list[tuple[float, str, int]]]:
         """Enough verified oldest candidates to satisfy the cap and budget,
         or None when the cached list runs out (the caller rescans)."""
-        from ._codec import read_updated_at
-
         settings = self.settings
         need_count = max(0, stats.count - settings.max_entries) if settings.max_entries is not None else 0
         need_bytes = max(0, stats.bytes - settings.max_disk_bytes) if settings.max_disk_bytes is not None else 0
@@ -279,72 +367,98 @@ class Maintainer:
             return None
         directory = self.store._dir
         chosen: list[tuple[float, str, int]] = []
+        chosen_keys: set[str] = set()
         kept_back = []
         got_bytes = 0
-        while len(chosen) < need_count or got_bytes < need_bytes:
-            if not candidates:
-                candidates.extend(reversed(kept_back))
-                return None
-            age, key, name, size = candidates.pop()
-            if key in protect:
-                kept_back.append((age, key, name, size))
-                continue
-            path = directory.entry_prefix + name
-            current = read_updated_at(path, key)
-            if current is None:
-                entry = directory.read_entry(key, name)
-                current = (entry is not None, entry.get("updatedAt") if entry else None)
-            if not current[0] or sort_key(current[1]) != age:
-                continue  # gone or updated since the scan: no longer this candidate
-            if settings.max_disk_bytes is not None:
-                try:
-                    size = os.lstat(path).st_size
-                except FileNotFoundError:
+        try:
+            while len(chosen) < need_count or got_bytes < need_bytes:
+                if not candidates:
+                    return None
+                item = candidates.pop()
+                age, key, name, size = item
+                if key in chosen_keys:
+                    continue  # a second record of one session (it was re-dated)
+                if key in protect:
+                    kept_back.append(item)
                     continue
-            chosen.append((age, key, size))
-            got_bytes += size
-        candidates.extend(reversed(kept_back))
-        return chosen
+                found, updated = directory.read_updated_at(key, name)
+                if not found:
+                    continue  # removed since the scan
+                current = sort_key(updated)
+                if current != age:
+                    # Rewritten since the scan: back in at its new age, unless
+                    # it is now newer than every listed session (then the
+                    # invariant holds without it).
+                    if candidates and (current, key) < (candidates[0][0], candidates[0][1]):
+                        _insert_candidate(candidates, (current, key, name, size))
+                    continue
+                if settings.max_disk_bytes is not None:
+                    try:
+                        size = os.lstat(directory.entry_prefix + name).st_size
+                    except FileNotFoundError:
+                        continue
+                chosen.append((age, key, size))
+                chosen_keys.add(key)
+                got_bytes += size
+            return chosen
+        finally:
+            for item in kept_back:
+                _insert_candidate(candidates, item)
 
     def sweep_directory(self, version: int, stats, *, protect: frozenset = frozenset(),
                         full: bool = True, now: Optional[int] = None,
                         dry_run: bool = False) -> MaintenanceReport:
-        """One sweep: plan, then (enforce, not dry run) remove as one commit."""
+        """One sweep: plan, then (enforce, not dry run) remove as one commit.
+        A dry run or a warn-mode sweep changes nothing, not even the list."""
         settings = self.settings
         now = now_ms() if now is None else now
-        items = None if full else self._verified_oldest(stats, protect)
-        rescanned = items is None
+        keep_list = settings.mode == "enforce" and not dry_run
+        chosen = None if (full or not keep_list) else self._verified_oldest(stats, protect)
+        rescanned = chosen is None
         if rescanned:
             index = self._index()
-            self._candidates = index
             items = [(age, key, size) for age, key, _name, size in index]
+        else:
+            items = chosen
         pruned, evicted, over_budget = plan_removals(
             items, stats.count, stats.bytes, settings, now, protect=protect, prune=full)
         report = MaintenanceReport(settings.mode, entries_before=stats.count, bytes_before=stats.bytes)
         report.pruned, report.evicted, report.over_budget = pruned, evicted, over_budget
-        if full:
-            self.store._dir.set_last_sweep(now)
         removed = report.removed
-        if removed and rescanned:
-            # The fresh list still holds what this sweep removes (verified
-            # candidates were popped already): drop them once, O(n) like the scan.
+        if keep_list:
             gone = set(removed)
-            self._candidates = [c for c in self._candidates if c[1] not in gone]
+            if rescanned:
+                # The fresh list without what this sweep removes: O(n) like the scan.
+                self._candidates = [c for c in index if c[1] not in gone] if gone else index
+                self._scanned_at = now
+                self._foreign = False
+            else:
+                for age, key, size in chosen:  # a verified candidate the plan kept stays listed
+                    if key not in gone:
+                        _insert_candidate(self._candidates, (age, key, encode_key(key), size))
+        if full and not dry_run:
+            self.store._dir.set_last_sweep(now)
         if not removed or dry_run or settings.mode == "warn":
             report.entries_after, report.bytes_after = stats.count, stats.bytes
-            if removed and settings.mode == "warn" and not dry_run:
+            if settings.mode == "warn" and not dry_run:
                 self._last_warn = now
-                _log.warning("session maintenance (warn mode) would remove sessions from %s: %s",
-                             self.store.paths.store, report.describe())
-            self.store.last_maintenance = report
-            return report
-        entries = self.store._remove_entries(removed, needs_entries=self._needs_entries())
-        self._finish(report, entries)
-        stats_after = self.store.last_stats
-        report.entries_after = stats_after.count if stats_after else stats.count - len(removed)
-        report.bytes_after = stats_after.bytes if stats_after else 0
-        report.applied = True
-        _log.info("session maintenance removed %d sessions from %s", len(removed), self.store.paths.store)
+                if removed:
+                    _log.warning("session maintenance (warn mode) would remove sessions from %s: %s",
+                                 self.store.paths.store, report.describe())
+        else:
+            try:
+                entries = self.store._remove_entries(removed, needs_entries=self._needs_entries())
+            except BaseException:
+                self._candidates = None  # what was removed is unknown: rescan next time
+                raise
+            stats_after = self.store.last_stats
+            report.entries_after = stats_after.count if stats_after else stats.count - len(removed)
+            report.bytes_after = stats_after.bytes if stats_after else 0
+            report.applied = True
+            _log.info("session maintenance removed %d sessions from %s", len(removed), self.store.paths.store)
+            self._finish(report, entries)
+        if keep_list:
+            self._seq = self.store._dir.read_seq()
         self.store.last_maintenance = report
         return report
 
@@ -352,15 +466,25 @@ class Maintainer:
         return self.settings.on_removed is not None or self.settings.archive_transcripts
 
     def _finish(self, report: MaintenanceReport, entries: dict[str, dict]) -> None:
-        """After the commit: archive transcripts, then call back."""
-        for entry in entries.values():
-            if self.settings.archive_transcripts:
-                archived = archive_transcript(self.store.paths, entry, self._real_dir)
+        """After the commit: archive transcripts, then call back.  The removal
+        is done by now, so a failure here is logged, not raised: the write
+        that triggered the sweep succeeded, and every other removed session
+        still gets its archiving and its callback."""
+        if self.settings.archive_transcripts:
+            for key, entry in entries.items():
+                try:
+                    archived = archive_transcript(self.store.paths, entry, self._real_dir)
+                except OSError as exc:
+                    _log.warning("session maintenance could not archive the transcript of %r: %s", key, exc)
+                    continue
                 if archived:
                     report.archived.append(archived)
         if self.settings.on_removed is not None:
             for key, entry in entries.items():
-                self.settings.on_removed(key, entry)
+                try:
+                    self.settings.on_removed(key, entry)
+                except Exception:  # noqa: BLE001 - a host bug must not fail the write
+                    _log.exception("session maintenance: on_removed callback failed for %r", key)
 
     # -- whole-store saves (both modes) -------------------------------------------
 
