@@ -115,6 +115,7 @@ class DirectoryStore:
         self._commit_checked = False
         self._case_insensitive: Optional[bool] = None
         self._stats: Optional[Stats] = None
+        self._stats_fd: Optional[int] = None
 
     # -- reads (no lock) ------------------------------------------------------
 
@@ -268,7 +269,8 @@ class DirectoryStore:
             self._write_stats(stats.pack(stats.seq))
 
     def _begin(self) -> tuple[int, int]:
-        """Open the commit: recover a dead writer's leftovers, make seq odd."""
+        """Open the commit: recover a dead writer's leftovers, make seq odd.
+        The stats file stays open until :meth:`_end` (one open per commit)."""
         fd, seq = self._open_seq()
         try:
             # A leftover commit record with an even seq only survives power
@@ -277,10 +279,13 @@ class DirectoryStore:
                 if seq & 1 or os.path.lexists(self.paths.commit):
                     seq = self._recover(fd, seq)
                 self._commit_checked = True
-            self._stats = self.read_stats(seq)
+            self._stats_fd = os.open(self.paths.stats, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC,
+                                     0o600)
+            stats = Stats.unpack(os.pread(self._stats_fd, _STATS.size, 0))
+            self._stats = stats if stats is not None and stats.seq == seq else None
             self._set_seq(fd, seq + 1)
         except BaseException:
-            os.close(fd)
+            self._abandon(fd)
             raise
         return fd, seq + 1
 
@@ -288,8 +293,17 @@ class DirectoryStore:
         """Close the commit: record the statistics (or that they are
         unknown), then make seq even."""
         try:
-            self._write_stats(_NO_STATS if stats is None else stats.pack(odd + 1), create=stats is not None)
+            os.pwrite(self._stats_fd, _NO_STATS if stats is None else stats.pack(odd + 1), 0)
             self._set_seq(fd, odd + 1)
+        finally:
+            self._abandon(fd)
+
+    def _abandon(self, fd: int) -> None:
+        """Close the commit's descriptors, whatever state seq is in."""
+        stats_fd, self._stats_fd = self._stats_fd, None
+        try:
+            if stats_fd is not None:
+                os.close(stats_fd)
         finally:
             os.close(fd)
 
@@ -525,7 +539,7 @@ class DirectoryStore:
             try:
                 self._replay()  # finish the decided commit (idempotent)
             except OSError:
-                os.close(fd)  # seq stays odd: the next reader or writer recovers
+                self._abandon(fd)  # seq stays odd: the next reader or writer recovers
             else:
                 self._end(fd, odd, None)
             raise  # the original error
