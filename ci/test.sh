@@ -5,6 +5,9 @@
 # once with the extension required, once forced onto the pure-Python twin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A PYTHONPATH pointing at src/ (where an in-place build may have left a .so)
+# or an inherited backend switch would test something else than the install.
+unset PYTHONPATH SESSIONSD_NO_EXTENSIONS SESSIONSD_REQUIRE_EXTENSIONS
 
 PYTHON="${PYTHON:-python3}"
 VENV="${SESSIONSD_TEST_VENV:-.venv-test}"

@@ -8,6 +8,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from sessionsd._codec import _env_flag
+
 settings.register_profile(
     "ci",
     max_examples=300,
@@ -18,7 +20,7 @@ settings.register_profile("dev", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-EXTENSION_REQUIRED = os.environ.get("SESSIONSD_REQUIRE_EXTENSIONS") == "1"
+EXTENSION_REQUIRED = _env_flag("SESSIONSD_REQUIRE_EXTENSIONS")
 
 
 def load_compiled():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import sys
+import unicodedata
 
 from hypothesis import strategies as st
 
@@ -106,20 +108,41 @@ def _safe_encode(key):
 
 
 # A directory listing: (name, kind) with kind one of file/dir/symlink/fifo.
-# Names that are not valid on POSIX (NUL, '/') or '.'/'..' are filtered out.
+# Names the file system cannot hold as given are filtered out: on POSIX NUL,
+# '/', '.' and '..'; on Windows also its reserved characters and device names
+# and trailing dots and spaces (which it strips, so the name would change).
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+)
+
+
 def _posix_ok(name: str) -> bool:
     if name in ("", ".", ".."):
         return False
     if "\x00" in name or "/" in name:
         return False
     try:
-        return len(name.encode("utf-8")) <= 255
+        if len(name.encode("utf-8")) > 255:
+            return False
     except UnicodeEncodeError:
         return False
+    if sys.platform == "win32":
+        if any(c in '<>:"\\|?*' or c < " " for c in name) or name[-1] in ". ":
+            return False
+        if name.split(".")[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
+            return False
+    return True
+
+
+def _fs_identity(entry) -> str:
+    """Two names with the same identity may be one file on a case-insensitive,
+    normalisation-insensitive volume (default macOS APFS, Windows NTFS):
+    a listing holds at most one of them, so what it creates is what it says."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", entry[0]).casefold())
 
 
 dir_entries = st.lists(
     st.tuples(names.filter(_posix_ok), st.sampled_from(["file", "file", "file", "dir", "symlink", "dangling", "fifo"])),
     max_size=25,
-    unique_by=lambda t: t[0],
+    unique_by=_fs_identity,
 )

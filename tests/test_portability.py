@@ -3,6 +3,7 @@ retries, case-insensitive file systems, free-threaded hammering."""
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
@@ -11,15 +12,24 @@ import sys
 import sysconfig
 import threading
 import time
+import uuid
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import sessionsd
-from sessionsd import KeyCollisionError, SessionStore, _fsutil, _json
+from sessionsd import KeyCollisionError, SessionStore, _codec_py, _fsutil, _json
 
-orjson = pytest.importorskip("orjson")
+try:
+    import orjson
+except ImportError:  # PyPy, free-threaded builds: the stdlib path is what runs
+    orjson = None
+
+# Only the tests that compare against orjson need it; the rest of this file
+# (locking, renames, case folding, free-threaded hammering) must run exactly
+# where orjson is absent.
+needs_orjson = pytest.mark.skipif(orjson is None, reason="orjson is not installed here")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1)
@@ -29,9 +39,53 @@ json_values = st.recursive(
 )
 
 
+@needs_orjson
 @given(json_values)
 def test_stdlib_encoder_writes_orjsons_bytes(value):
+    assert _json.IMPLEMENTATION.startswith("orjson")
     assert _json.stdlib_dumps(value) == _json.dumps(value)
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+# Bytes orjson wrote (OPT_INDENT_2) for GOLDEN_VALUE: checked on every
+# interpreter, so one without orjson is held to them too.
+GOLDEN_VALUE = {
+    "updatedAt": 1790000000000,
+    "f": [0.1, 1e-05, 1e-07, 1e16, 1e17, -0.0, 1.5e300, 123456.789, float("nan"), float("inf")],
+    "s": "é\u2028\x00\"\\/\t<\U0001d11e", "n": None, "b": [True, False], "e": {}, "l": [],
+    "nested": {"x": [1, {"y": None}]}, "big": 2**64 - 1, "neg": -(2**63),
+    "u": uuid.UUID(int=0x12345678123456781234567812345678), "c": _Colour.RED, "t": (1, 2),
+}
+GOLDEN_BYTES = (
+    b'{\n  "updatedAt": 1790000000000,\n  "f": [\n    0.1,\n    0.00001,\n    1e-7,\n    1e+16,\n'
+    b'    1e+17,\n    -0.0,\n    1.5e+300,\n    123456.789,\n    null,\n    null\n  ],\n'
+    b'  "s": "\xc3\xa9\xe2\x80\xa8\\u0000\\"\\\\/\\t<\xf0\x9d\x84\x9e",\n  "n": null,\n'
+    b'  "b": [\n    true,\n    false\n  ],\n  "e": {},\n  "l": [],\n'
+    b'  "nested": {\n    "x": [\n      1,\n      {\n        "y": null\n      }\n    ]\n  },\n'
+    b'  "big": 18446744073709551615,\n  "neg": -9223372036854775808,\n'
+    b'  "u": "12345678-1234-5678-1234-567812345678",\n  "c": "red",\n  "t": [\n    1,\n    2\n  ]\n}'
+)
+
+
+def test_both_encoders_write_the_golden_bytes():
+    assert _json.stdlib_dumps(GOLDEN_VALUE) == GOLDEN_BYTES
+    assert _json.dumps(GOLDEN_VALUE) == GOLDEN_BYTES
+
+
+def test_without_orjson_the_stdlib_path_is_used_and_writes_the_golden_bytes():
+    code = (
+        "import sys; sys.modules['orjson'] = None; sys.path.insert(0, sys.argv[1])\n"
+        "import test_portability as t; from sessionsd import _json\n"
+        "assert _json.IMPLEMENTATION == 'stdlib json', _json.IMPLEMENTATION\n"
+        "assert _json.dumps(t.GOLDEN_VALUE) == t.GOLDEN_BYTES\n"
+        "assert _json.loads(t.GOLDEN_BYTES)['big'] == 2**64 - 1\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("value", [{1: 2}, {"a": 1 << 64}, {"a": object()}, {"a": {1}}])
@@ -69,6 +123,7 @@ def _files(root):
     return result
 
 
+@needs_orjson
 def test_store_written_without_orjson_is_byte_identical(tmp_path):
     outputs = []
     for mode in ("orjson", "block"):
@@ -149,30 +204,171 @@ def _case_variant_keys():
     raise AssertionError("no case-variant pair found")
 
 
-def test_case_insensitive_collision_is_refused(tmp_path):
-    key, other = _case_variant_keys()
+def _fs_is_case_insensitive(directory) -> bool:
+    """This test's own look at the file system, independent of the store's probe."""
+    probe = os.path.join(directory, "case-Probe")
+    with open(probe, "w"):
+        pass
+    try:
+        return os.path.exists(os.path.join(directory, "CASE-pROBE"))
+    finally:
+        os.unlink(probe)
+
+
+def _directory_store(tmp_path, **options):
     path = tmp_path / "sessions.json"
     path.write_text("{}")
-    store = SessionStore(path, lower_keys=False)
-    store.put(key, {"owner": key})
+    store = SessionStore(path, **options)
     store.put("x", {})
     assert store.mode == "directory"
-    assert store._dir._is_case_insensitive() is False  # the probe, on this file system
-    # Simulate a case-insensitive volume: the other spelling is the same file.
-    entries = tmp_path / "sessions.d" / "entries"
-    os.link(entries / sessionsd.encode_key(key), entries / sessionsd.encode_key(other))
-    store._dir._case_insensitive = True
+    return store, tmp_path / "sessions.d" / "entries"
+
+
+def test_case_insensitive_collision_is_refused(tmp_path):
+    key, other = _case_variant_keys()
+    store, entries = _directory_store(tmp_path, lower_keys=False)
+    store.put(key, {"owner": key})
+    insensitive = _fs_is_case_insensitive(entries)
+    assert store._dir._is_case_insensitive() is insensitive  # the probe, on this file system
+    if not insensitive:
+        # Simulate a case-insensitive volume: the other spelling is the same file.
+        os.link(entries / sessionsd.encode_key(key), entries / sessionsd.encode_key(other))
+        store._dir._case_insensitive = True
     with pytest.raises(KeyCollisionError) as info:
         store.put(other, {"owner": other})
     assert info.value.existing_key == key and info.value.key == other
     assert store.get(key) == {"owner": key}
     store.put(key, {"owner": key, "v": 2})  # the owner itself may still write
+    assert store.get(key) == {"owner": key, "v": 2}
 
 
-def test_threads_hammering_codec_and_store(tmp_path):
-    """Many threads in one process on the codec and the hot paths; on a
-    free-threaded interpreter (3.14t in the wheel matrix) this runs without
-    the GIL."""
+@pytest.mark.parametrize("key", ["\x1cabc", "abc\x85"])
+def test_owner_may_rewrite_a_key_that_python_would_strip(tmp_path, key):
+    store, _entries = _directory_store(tmp_path)
+    store._dir._case_insensitive = True
+    store.put(key, {"v": 1})
+    store.put(key, {"v": 2})
+    assert store.get(key) == {"v": 2}
+
+
+def test_probe_detects_a_case_insensitive_volume(tmp_path, monkeypatch):
+    """The probe answers for a volume that folds case (simulated here by an
+    os.path.lexists that folds), and leaves nothing behind in entries/."""
+    store, entries = _directory_store(tmp_path)
+    before = sorted(os.listdir(entries))
+    real_lexists = os.path.lexists
+
+    def folding_lexists(path):
+        head, tail = os.path.split(os.fspath(path))
+        return real_lexists(path) or any(n.casefold() == tail.casefold() for n in os.listdir(head))
+
+    monkeypatch.setattr(os.path, "lexists", folding_lexists)
+    store._dir._case_insensitive = None
+    assert store._dir._is_case_insensitive() is True
+    monkeypatch.setattr(os.path, "lexists", real_lexists)
+    store._dir._case_insensitive = None
+    assert store._dir._is_case_insensitive() is _fs_is_case_insensitive(entries)
+    assert sorted(os.listdir(entries)) == before
+
+
+@pytest.fixture
+def busy_switching():
+    """On a GIL build, switch threads as often as possible so the hammering
+    interleaves; a free-threaded build runs the threads truly in parallel."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def assert_gil_stayed_off():
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        # Importing sessionsd (its extension above all) did not turn the GIL
+        # back on: the module declares Py_MOD_GIL_NOT_USED.
+        assert not sys._is_gil_enabled()
+
+
+def run_threads(count, work):
+    """Start *count* threads together on work(t); re-raise the first failure."""
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def run(t):
+        try:
+            barrier.wait()
+            work(t)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def test_threads_hammering_the_codec(codec, tmp_path, busy_switching):
+    """Every codec function from many threads at once, on shared inputs,
+    while another thread churns the scanned directory: each answer is the
+    one a single thread gets."""
+    keys = [f"agent:main:k{i}" for i in range(150)] + ["é" * 61, "€" * 40, " padded ", "x" * 300]
+    names = [_codec_py.encode_key(k) for k in keys]
+    decoded = [_codec_py.decode_name(n) for n in names]
+    stable = {}
+    for key, name in zip(keys[:100], names[:100]):
+        (tmp_path / name).write_text("{}")
+        stable[name] = _codec_py.decode_name(name)
+    (tmp_path / ".hidden.json").write_text("{}")
+    document = tmp_path / "doc.json"
+    document.write_bytes(b'{\n  "sessionKey": "k",\n  "entry": {\n    "updatedAt": 42\n  }\n}')
+    shared_doc = {"a": [1, {"b": None}], "c": "d"}
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            extra = tmp_path / codec.encode_key(f"churn:{i % 7}")
+            extra.write_text("{}")
+            (tmp_path / (extra.name + ".tmp")).write_text("{}")
+            extra.unlink()
+            (tmp_path / (extra.name + ".tmp")).unlink()
+            i += 1
+
+    def work(t):
+        for round_ in range(25):
+            assert [codec.encode_key(k) for k in keys] == names
+            assert codec.decode_names(names) == decoded
+            assert [codec.classify_name(n) for n in names[-4:]] == ["hashed", "inline", "inline", "hashed"]
+            assert codec.validate_key(" padded ") == "padded"
+            try:
+                codec.encode_key("\ud800")
+            except sessionsd.InvalidKeyError as exc:
+                assert "lone surrogate at position 0" in str(exc)
+            else:
+                raise AssertionError("a lone surrogate was accepted")
+            found = dict(codec.scan_entries(tmp_path))
+            assert stable.items() <= found.items()
+            assert all(codec.decode_name(n) == k for n, k in found.items())
+            assert codec.read_updated_at(str(document), "k") == (True, 42)
+            copy = codec.copy_json(shared_doc)
+            assert copy is not shared_doc and codec.same_json(copy, shared_doc)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        run_threads(8, work)
+    finally:
+        stop.set()
+        churner.join()
+    assert_gil_stayed_off()
+
+
+def test_threads_hammering_codec_and_store(tmp_path, busy_switching):
+    """Many threads in one process on the codec and the store's hot paths;
+    on a free-threaded interpreter (3.14t in the wheel matrix) this runs
+    without the GIL."""
     path = tmp_path / "sessions.json"
     path.write_text('{"shared": {"n": 0}}')
     sessionsd.migrate(path)
@@ -201,5 +397,4 @@ def test_threads_hammering_codec_and_store(tmp_path):
     assert not errors, errors
     final = SessionStore(path).load()
     assert final["shared"] == {"n": 480} and len(final) == 1 + 8 * 60
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        assert not sys._is_gil_enabled()  # importing the extension kept the GIL off
+    assert_gil_stayed_off()

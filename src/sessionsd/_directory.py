@@ -25,7 +25,7 @@ import time
 from typing import Any, Optional
 
 from . import _faults, _json
-from ._codec import HASHED_PREFIX, read_updated_at, scan_entries
+from ._codec import HASHED_PREFIX, KEY_WHITESPACE, read_updated_at, scan_entries
 from ._documents import decode_document
 from ._fsutil import (
     fsync_dir,
@@ -394,7 +394,7 @@ class DirectoryStore:
                 except ValueError:
                     return info.st_size  # a corrupt file holds no session to protect
                 other = doc.get("sessionKey") if isinstance(doc, dict) else None
-                if isinstance(other, str) and other.strip() != key:
+                if isinstance(other, str) and other.strip(KEY_WHITESPACE) != key:
                     raise KeyCollisionError(
                         f"entry file {os.path.basename(path)} already holds session {other!r}; "
                         f"on this case-insensitive file system it cannot also hold {key!r}",
