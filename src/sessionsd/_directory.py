@@ -217,10 +217,13 @@ class DirectoryStore:
     def _set_seq(fd: int, value: int) -> None:
         os.pwrite(fd, _SEQ.pack(value), 0)
 
+    def _recorded_stats(self) -> Optional[Stats]:
+        data = read_regular(self.paths.stats, _STATS.size)
+        return Stats.unpack(data) if data is not None else None
+
     def read_stats(self, seq: int) -> Optional[Stats]:
         """The recorded statistics if they were written at *seq*, else None."""
-        data = read_regular(self.paths.stats, _STATS.size)
-        stats = Stats.unpack(data) if data is not None else None
+        stats = self._recorded_stats()
         return stats if stats is not None and stats.seq == seq else None
 
     def _write_stats(self, data: bytes, create: bool = True) -> None:
@@ -252,8 +255,7 @@ class DirectoryStore:
         valid for *version* and the current seq (after a foreign writer or a
         recovery)."""
         seq = self.read_seq()
-        data = read_regular(self.paths.stats, _STATS.size)
-        recorded = Stats.unpack(data) if data is not None else None
+        recorded = self._recorded_stats()
         if recorded is not None and recorded.seq == seq and recorded.version == version:
             return recorded
         count, size = self.count_entries()
@@ -414,19 +416,19 @@ class DirectoryStore:
                 os.unlink(probe)
         return self._case_insensitive
 
-    def _unlink_entry(self, path: str) -> int:
-        """Remove a regular entry file; its size, or -1 if nothing was removed."""
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return -1
-        if not stat.S_ISREG(info.st_mode):
-            return -1  # a symlink or directory is not an entry: left in place
+    @staticmethod
+    def _unlink_entry(path: str, size: Optional[int] = None) -> int:
+        """Remove a regular entry file (*size*: what :func:`_regular_size`
+        already said of it); its size, or -1 if nothing was removed."""
+        if size is None:
+            size = _regular_size(path)
+        if size < 0:
+            return -1  # missing, or a symlink or directory: not an entry, left in place
         try:
             os.unlink(path)
         except FileNotFoundError:
             return -1
-        return info.st_size
+        return size
 
     def _write_temp(self, name: str, key: str, data: bytes) -> tuple[str, int]:
         old_size = self._guard_target(self.entry_prefix + name, key)
@@ -444,7 +446,8 @@ class DirectoryStore:
         commit, store statistics after it or None when unknown)``.
         """
         target = self.entry_prefix + name
-        if data is None and not _is_regular(target):
+        old_size = _regular_size(target) if data is None else None
+        if old_size is not None and old_size < 0:
             # Nothing to delete (or a symlink, left in place): no commit, so
             # other processes' cached snapshots stay valid.
             return False, self.read_seq(), None
@@ -453,7 +456,7 @@ class DirectoryStore:
         try:
             _faults.hit("one:seq-odd")
             if data is None:
-                removed = self._unlink_entry(target)
+                removed = self._unlink_entry(target, old_size)
                 changed = removed >= 0
                 if changed and stats is not None:
                     stats.count -= 1
@@ -564,11 +567,13 @@ def _now() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _is_regular(path: str) -> bool:
+def _regular_size(path: str) -> int:
+    """The size of the regular file at *path* (never through a symlink), or -1."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return -1
+    return info.st_size if stat.S_ISREG(info.st_mode) else -1
 
 
 def _unlink_quietly(path: str) -> None:
