@@ -45,3 +45,32 @@ def codec(request):
 def both_codecs():
     """(twin, compiled) for differential tests."""
     return importlib.import_module("sessionsd._codec_py"), load_compiled()
+
+
+def _count_calls(monkeypatch, owner, name) -> list:
+    """Wrap ``owner.name`` so each call appends to the returned list."""
+    calls: list = []
+    real = getattr(owner, name)
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+@pytest.fixture
+def count_scans(monkeypatch):
+    """Maintenance's O(n) scans of entries/ (``Maintainer._index``)."""
+    from sessionsd.maintenance import Maintainer
+
+    return _count_calls(monkeypatch, Maintainer, "_index")
+
+
+@pytest.fixture
+def count_recounts(monkeypatch):
+    """Recounts of the store statistics (``DirectoryStore.count_entries``)."""
+    from sessionsd._directory import DirectoryStore
+
+    return _count_calls(monkeypatch, DirectoryStore, "count_entries")

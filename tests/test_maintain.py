@@ -14,7 +14,7 @@ import pytest
 
 import sessionsd
 from sessionsd import SessionStore
-from sessionsd.maintenance import Maintainer, Maintenance
+from sessionsd.maintenance import Maintenance
 
 NOW = int(time.time() * 1000)
 DAY = 86_400_000
@@ -29,19 +29,6 @@ def make_store(tmp_path, entries, **settings) -> SessionStore:
 
 def entry_files(store) -> int:
     return sum(1 for n in os.listdir(store.paths.entries) if n.startswith("session-"))
-
-
-@pytest.fixture
-def count_scans(monkeypatch):
-    calls = []
-    real = Maintainer._index
-
-    def counting(self):
-        calls.append(1)
-        return real(self)
-
-    monkeypatch.setattr(Maintainer, "_index", counting)
-    return calls
 
 
 def test_cap_holds_after_every_write_and_evicts_the_oldest(tmp_path):

@@ -17,7 +17,7 @@ import sessionsd
 from sessionsd import SessionStore
 from sessionsd._documents import encode_document
 from sessionsd.cli import main
-from sessionsd.maintenance import Maintainer, Maintenance
+from sessionsd.maintenance import Maintenance
 
 NOW = int(time.time() * 1000)
 DAY = 86_400_000
@@ -44,19 +44,6 @@ def tree_digest(root) -> dict[str, str]:
             with open(path, "rb") as fh:
                 digest[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
     return digest
-
-
-@pytest.fixture
-def count_scans(monkeypatch):
-    calls = []
-    real = Maintainer._index
-
-    def counting(self):
-        calls.append(1)
-        return real(self)
-
-    monkeypatch.setattr(Maintainer, "_index", counting)
-    return calls
 
 
 # -- oldest first, always -------------------------------------------------------------
@@ -345,21 +332,6 @@ def test_legacy_put_never_evicts_the_session_being_written(tmp_path):
 
 
 # -- the statistics the O(1) checks rely on ------------------------------------------------
-
-@pytest.fixture
-def count_recounts(monkeypatch):
-    from sessionsd._directory import DirectoryStore
-
-    calls = []
-    real = DirectoryStore.count_entries
-
-    def counting(self):
-        calls.append(1)
-        return real(self)
-
-    monkeypatch.setattr(DirectoryStore, "count_entries", counting)
-    return calls
-
 
 def _sneak_in(store, key, updated_at):
     """An entry file written behind the library's back (the reference code, or
