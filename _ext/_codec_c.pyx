@@ -12,7 +12,8 @@ two formulations to the same accepted set.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
 from libc.errno cimport errno
-from libc.string cimport memcmp, memcpy
+from libc.stdlib cimport free
+from libc.string cimport memchr, memcmp, memcpy
 
 import os
 from hashlib import sha256 as _sha256
@@ -28,6 +29,7 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     object PyUnicode_FromObject(object o)
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_DecodeFSDefaultAndSize(const char* s, Py_ssize_t size)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
 cdef extern from "sd_dirscan.h":
@@ -36,13 +38,14 @@ cdef extern from "sd_dirscan.h":
     int SD_HAVE_DIRENT
     int SD_KIND_UNKNOWN
     int SD_KIND_REGULAR
+    int SD_KIND_LINK
+    int SD_KIND_DIR
     int sd_dir_open(sd_dir* d, const char* path)
     int sd_dir_next(sd_dir* d, const char** name, Py_ssize_t* length, int* kind)
-    int sd_dir_is_regular_nofollow(sd_dir* d, const char* name)
+    int sd_dir_kind_nofollow(sd_dir* d, const char* name)
     void sd_dir_close(sd_dir* d)
-    Py_ssize_t sd_read_head(const char* path, char* buf, Py_ssize_t size,
-                            char* tail, Py_ssize_t tail_size, Py_ssize_t* tail_n, int* err) nogil
-    int sd_is_not_a_file(int err)
+    int sd_read_file(const char* path, char* stack, Py_ssize_t stack_size,
+                     char** data, Py_ssize_t* n, int* err) nogil
 
 __all__ = list(_twin.__all__)
 
@@ -297,7 +300,24 @@ def decode_names(names):
     return decoded
 
 
-def _scan_with_scandir(str path):
+# Why a name is not loaded (scan_entries_with_skipped); the twin's words.
+_TEMP_FILE = "temp file"
+_DOTFILE = "dotfile"
+_NOT_A_NAME = "name is not an entry name"
+_SYMLINK = "symlink"
+_DIRECTORY = "directory"
+_NOT_REGULAR = "not a regular file"
+
+
+cdef inline str _name_reason(const char* s, Py_ssize_t n):
+    if n >= 4 and memcmp(s + n - 4, b".tmp", 4) == 0:
+        return _TEMP_FILE
+    if n >= 1 and s[0] == 46:  # '.'
+        return _DOTFILE
+    return _NOT_A_NAME
+
+
+def _scan_with_scandir(str path, list skipped=None):
     """The portable listing (Windows builds, and the test hook)."""
     cdef list found = []
     cdef const char* s
@@ -306,36 +326,45 @@ def _scan_with_scandir(str path):
         for entry in listing:
             name = entry.name
             if not PyUnicode_IS_ASCII(name):
+                if skipped is not None:
+                    skipped.append((name, _twin._name_reason(name)))
                 continue
             s = <const char*>PyUnicode_DATA(name)
             n = len(name)
             if n >= HASHED_PREFIX_LEN and memcmp(s, b"session-hash-", HASHED_PREFIX_LEN) == 0:
-                if not _is_canonical_hashed(s, n):
-                    continue
                 key = None
+                if not _is_canonical_hashed(s, n):
+                    if skipped is not None:
+                        skipped.append((name, _name_reason(s, n)))
+                    continue
             else:
                 key = _decode_inline(s, n)
                 if key is None:
+                    if skipped is not None:
+                        skipped.append((name, _name_reason(s, n)))
                     continue
             try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
+                regular = entry.is_file(follow_symlinks=False)
             except OSError:
-                continue  # vanished or replaced between readdir and lstat
+                regular = False  # vanished or replaced between readdir and lstat
+            if not regular:
+                if skipped is not None:
+                    skipped.append((name, _twin._type_reason(entry)))
+                continue
             found.append((name, key))
     return found
 
 
-def scan_entries(directory):
+cdef list _scan(object directory, list skipped):
     cdef sd_dir listing
-    cdef const char* name
-    cdef Py_ssize_t n
-    cdef int kind
+    cdef const char* name = NULL
+    cdef Py_ssize_t n = 0
+    cdef int kind = 0
     cdef int rc
     cdef list found = []
     path = _twin._scan_path(directory)
     if not SD_HAVE_DIRENT or _force_scandir:
-        return _scan_with_scandir(path)
+        return _scan_with_scandir(path, skipped)
     encoded = os.fsencode(path)
     if sd_dir_open(&listing, encoded) != 0:
         PyErr_SetFromErrnoWithFilenameObject(OSError, path)
@@ -348,22 +377,45 @@ def scan_entries(directory):
                 PyErr_SetFromErrnoWithFilenameObject(OSError, path)
             # Names first (cheap, no syscall); lstat only the candidates.
             if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
-                if not _is_canonical_hashed(name, n):
-                    continue
                 key = None
+                if not _is_canonical_hashed(name, n):
+                    if skipped is not None:
+                        skipped.append((PyUnicode_DecodeFSDefaultAndSize(name, n),
+                                        _name_reason(name, n)))
+                    continue
             else:
                 key = _decode_inline(name, n)
                 if key is None:
+                    # "." and ".." are not names in the directory (os.scandir
+                    # leaves them out too).
+                    if skipped is not None and not (
+                            name[0] == 46 and (n == 1 or (n == 2 and name[1] == 46))):
+                        skipped.append((PyUnicode_DecodeFSDefaultAndSize(name, n),
+                                        _name_reason(name, n)))
                     continue
             if kind == SD_KIND_UNKNOWN or _force_lstat:
-                if not sd_dir_is_regular_nofollow(&listing, name):
-                    continue
-            elif kind != SD_KIND_REGULAR:
+                kind = sd_dir_kind_nofollow(&listing, name)
+            if kind != SD_KIND_REGULAR:
+                if skipped is not None:
+                    skipped.append((_ascii_str(name, n),
+                                    _SYMLINK if kind == SD_KIND_LINK
+                                    else _DIRECTORY if kind == SD_KIND_DIR
+                                    else _NOT_REGULAR))
                 continue
             found.append((_ascii_str(name, n), key))
     finally:
         sd_dir_close(&listing)
     return found
+
+
+def scan_entries(directory):
+    return _scan(directory, None)
+
+
+def scan_entries_with_skipped(directory):
+    cdef list skipped = []
+    found = _scan(directory, skipped)
+    return found, skipped
 
 
 # -- the updatedAt fast path --------------------------------------------------
@@ -376,72 +428,93 @@ cdef inline Py_ssize_t _expect(const char* s, Py_ssize_t i, Py_ssize_t n,
     return i + m
 
 
-cdef inline bint _whole_document(const char* tail, Py_ssize_t t) noexcept nogil:
-    """The twin's _TAILS: the file ends with a line holding just "}"."""
-    if t >= 2 and tail[t - 2] == 10 and tail[t - 1] == 125:  # "\n}"
-        return True
-    return t >= 3 and tail[t - 3] == 10 and tail[t - 2] == 125 and tail[t - 1] == 10  # "\n}\n"
-
-
-cdef object _parse_head(const char* s, Py_ssize_t n, const char* key, Py_ssize_t klen):
-    """The grammar of the twin's _HEADER, by hand; None when it does not match."""
-    cdef Py_ssize_t i, start, digits
-    cdef long long value = 0
+cdef Py_ssize_t _settle(const char* s, Py_ssize_t n, const char* key, Py_ssize_t klen,
+                        long long* value) noexcept nogil:
+    """The twin's rules (_HEADER, _END, _SHALLOW_LINE, _ENTRY_UPDATED_AT) by
+    hand: 1 with *value set when the file settles the answer, else 0."""
+    cdef Py_ssize_t i, start, digits, end, p
+    cdef const char* q
+    cdef long long v = 0
     cdef bint negative = False
     i = _expect(s, 0, n, b'{\n  "sessionKey": "', 19)
     if i < 0:
-        return None
+        return 0
     start = i
     while i < n and s[i] != 34:  # '"'
         if s[i] == 92 or <unsigned char>s[i] < 0x20:  # escapes, control bytes
-            return None
+            return 0
         i += 1
     if i >= n or i - start != klen or memcmp(s + start, key, klen) != 0:
-        return None
+        return 0
     i = _expect(s, i, n, b'",\n  "entry": {\n    "updatedAt": ', 33)
     if i < 0:
-        return None
+        return 0
     if i < n and s[i] == 45:  # '-'
         negative = True
         i += 1
     start = i
-    while i < n and 48 <= s[i] <= 57:
-        value = value * 10 + (s[i] - 48)
+    while i < n and 48 <= s[i] <= 57 and i - start < 18:
+        v = v * 10 + (s[i] - 48)
         i += 1
-        if i - start > 18:
-            return None
     digits = i - start
     if digits == 0 or (digits > 1 and s[start] == 48):  # no digits, or a leading zero
-        return None
-    if _expect(s, i, n, b",\n", 2) < 0 and _expect(s, i, n, b"\n  }", 4) < 0:
-        return None
-    return (True, PyLong_FromLongLong(-value if negative else value))
+        return 0
+    # The entry's "}" at indent 2, the document's at column 0, at the end.
+    end = n - 6
+    if n > 0 and s[n - 1] == 10:
+        end -= 1
+    if end < i or memcmp(s + end, b"\n  }\n}", 6) != 0:
+        return 0
+    if end > i:
+        if s[i] != 44:  # ',': another field follows updatedAt
+            return 0
+        # Every line up to the end is indented >= 4; none at exactly 4 is
+        # another "updatedAt".
+        p = i
+        while True:
+            q = <const char*>memchr(s + p, 10, <size_t>(end - p))
+            if q == NULL:
+                break
+            p = q - s
+            if p + 5 > end or memcmp(s + p + 1, b"    ", 4) != 0:
+                return 0
+            if p + 17 <= end and memcmp(s + p + 5, b'"updatedAt":', 12) == 0:
+                return 0
+            p += 5
+    value[0] = -v if negative else v
+    return 1
 
 
 def read_updated_at(path, key):
-    cdef char buf[4096]
-    cdef char tail[3]
+    cdef char stack[4096]
+    cdef char* data = NULL
     cdef const char* c_path
     cdef const char* c_key
     cdef Py_ssize_t klen
-    cdef Py_ssize_t n
-    cdef Py_ssize_t tail_n = 0
+    cdef Py_ssize_t n = 0
     cdef int err = 0
+    cdef int rc
+    cdef Py_ssize_t settled = 0
+    cdef long long value = 0
     if not SD_HAVE_DIRENT:
         return _twin.read_updated_at(path, key)
     encoded = PyUnicode_EncodeFSDefault(path) if type(path) is str else os.fsencode(path)
     c_path = encoded
     c_key = PyUnicode_AsUTF8AndSize(key, &klen)
     with nogil:
-        n = sd_read_head(c_path, buf, 4096, tail, 3, &tail_n, &err)
-    if n < 0:
-        if sd_is_not_a_file(err):
-            return (False, None)
+        rc = sd_read_file(c_path, stack, 4096, &data, &n, &err)
+        if rc == 0:
+            settled = _settle(data, n, c_key, klen, &value)
+            if data != stack:
+                free(data)
+    if rc == 1:
+        return (False, None)
+    if rc < 0:
         errno = err
         PyErr_SetFromErrnoWithFilenameObject(OSError, path)
-    if not _whole_document(tail, tail_n):
+    if not settled:
         return None
-    return _parse_head(buf, n, c_key, klen)
+    return (True, PyLong_FromLongLong(value))
 
 
 # -- deep copy of JSON-shaped data ------------------------------------------------
@@ -498,7 +571,7 @@ def same_json(a, b):
 
 
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
-                "decode_names", "scan_entries", "read_updated_at", "copy_json",
-                "same_json"):
+                "decode_names", "scan_entries", "scan_entries_with_skipped",
+                "read_updated_at", "copy_json", "same_json"):
     globals()[_public].__doc__ = getattr(_twin, _public).__doc__
 del _public

@@ -77,19 +77,31 @@ _entries = st.fixed_dictionaries(
 )
 
 
+def _insert_line(data: bytes, line: bytes, at: int) -> bytes:
+    """*data* with *line* inserted as its line number *at* (wrapped)."""
+    lines = data.split(b"\n")
+    at %= len(lines) + 1
+    return b"\n".join(lines[:at] + [line] + lines[at:])
+
+
 @st.composite
 def entry_files(draw):
     """Bytes of an entry file: whole documents in the reference layout, then
-    damaged or re-laid-out copies (truncated, appended to, compact, CRLF)."""
+    damaged or re-laid-out copies (truncated, appended to, compact, CRLF,
+    with a duplicated or re-indented line)."""
     key = draw(st.one_of(st.just("agent:main:k"), st.text(min_size=1, max_size=8)))
     data = _document(key, draw(_entries))
-    damage = draw(st.sampled_from(["none", "truncate", "append", "compact", "crlf", "newline", "bytes"]))
+    damage = draw(st.sampled_from(["none", "truncate", "append", "compact", "crlf", "newline", "bytes",
+                                   "insert", "dedent"]))
     if damage == "truncate":
         data = data[: draw(st.integers(0, max(0, len(data) - 1)))]
     elif damage == "append":
-        # (Text appended that itself ends like a document -- "\n}" -- is the
-        # fast path's documented blind spot; load() and get() still skip it.)
-        data += draw(st.sampled_from([b" ", b"x", b"\x00", b"\n}x", b"\n}\n\n", b",\n"]))
+        # Appended text that itself ends like a document is left to the full
+        # parse too: it leaves a line shallower than the entry's fields.
+        data += draw(st.sampled_from([
+            b" ", b"x", b"\x00", b"\n}x", b"\n}\n\n", b",\n", b"\n}", b"\n}\n", b" }", b"\n  }\n}",
+            b"\n\n", b"\n", _document(key, {"updatedAt": 1}), b"\n" + _document(key, {"updatedAt": 2}),
+        ]))
     elif damage == "compact":
         data = data.replace(b"\n", b"").replace(b"  ", b"")
     elif damage == "crlf":
@@ -98,6 +110,19 @@ def entry_files(draw):
         data += b"\n"
     elif damage == "bytes":
         data = draw(st.binary(max_size=64))
+    elif damage == "insert":
+        # A duplicated field (JSON keeps the last), a second entry, a stray closer.
+        line = draw(st.sampled_from([
+            b'    "updatedAt": 99,', b'    "updatedAt": 99', b'    "updatedAt": null,',
+            b'  "entry": {"updatedAt": 98},', b'  "sessionKey": "agent:main:other",', b"}", b"  },",
+            b'      "updatedAt": 97,',
+        ]))
+        data = _insert_line(data, line, draw(st.integers(0, 10_000)))
+    elif damage == "dedent":
+        lines = data.split(b"\n")
+        at = draw(st.integers(0, len(lines) - 1))
+        lines[at] = lines[at][draw(st.integers(1, 4)):]
+        data = b"\n".join(lines)
     return key, data
 
 
@@ -120,9 +145,9 @@ def test_read_updated_at_agrees_and_never_answers_for_a_broken_file(both_codecs,
         assert type(result[1][1]) is type(doc["entry"]["updatedAt"])
 
 
-def test_read_updated_at_of_large_documents_reads_head_and_tail(both_codecs, tmp_path):
+def test_read_updated_at_of_large_documents(both_codecs, tmp_path):
     for codec in both_codecs:
-        whole = _document("k", {"updatedAt": 7, "blob": "x" * 100_000})
+        whole = _document("k", {"updatedAt": 7, "blob": "x" * 100_000, "tail": {"updatedAt": 8}})
         path = tmp_path / "session-a.json"
         path.write_bytes(whole)
         assert codec.read_updated_at(str(path), "k") == (True, 7)
@@ -130,7 +155,48 @@ def test_read_updated_at_of_large_documents_reads_head_and_tail(both_codecs, tmp
         assert codec.read_updated_at(str(path), "k") is None
         path.write_bytes(whole + b" trailing")
         assert codec.read_updated_at(str(path), "k") is None
+        path.write_bytes(whole.replace(b'"blob"', b'"updatedAt": 9,\n    "blob"'))  # a duplicate
+        assert codec.read_updated_at(str(path), "k") is None
         assert codec.read_updated_at(str(tmp_path / "missing.json"), "k") == (False, None)
+
+
+def test_read_updated_at_of_non_files_and_unreadable_paths(both_codecs, tmp_path):
+    import os
+
+    twin, compiled = both_codecs
+    os.mkdir(tmp_path / "dir")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_bytes(_document("k", {"updatedAt": 1}))
+    os.symlink(tmp_path / "file", tmp_path / "link")
+    for name in ("dir", "fifo", "link", "missing", "file/below"):
+        path = str(tmp_path / name)
+        assert outcome(compiled.read_updated_at, path, "k") == outcome(twin.read_updated_at, path, "k") \
+            == ("ok", (False, None)), name
+    assert twin.read_updated_at(str(tmp_path / "file"), "k") == (True, 1)
+    assert compiled.read_updated_at(str(tmp_path / "file"), "k") == (True, 1)
+    (tmp_path / "empty").write_bytes(b"")
+    assert twin.read_updated_at(str(tmp_path / "empty"), "k") is None
+    assert compiled.read_updated_at(str(tmp_path / "empty"), "k") is None
+
+
+def test_read_updated_at_blind_spot_is_damage_inside_a_line(both_codecs, tmp_path):
+    """What the docstring says the fast path cannot see: a line's start and
+    the file's end are intact, a byte inside a line is not.  A full parse
+    skips the file; the fast path still answers (``get``/``load`` do not)."""
+    import json
+
+    whole = _document("k", {"updatedAt": 7, "blob": "abc", "n": 1})
+    damaged = whole.replace(b'"abc"', b'"abc')  # a lost quote
+    path = tmp_path / "session-a.json"
+    path.write_bytes(damaged)
+    try:
+        json.loads(damaged)
+    except ValueError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("the damaged document should not parse")
+    for codec in both_codecs:
+        assert codec.read_updated_at(str(path), "k") == (True, 7)
 
 
 # -- JSON value equality --------------------------------------------------------------

@@ -63,6 +63,74 @@ def make_entries(root: pathlib.Path, codec) -> dict[str, str | None]:
     return expected
 
 
+def expected_reason(name: str, kind: str, twin) -> str | None:
+    """Why a listed name is not loaded (None: it is an entry), from the
+    documented rules: names are judged first, then types."""
+    if name.endswith(".tmp"):
+        return "temp file"
+    if name.startswith("."):
+        return "dotfile"
+    if twin.classify_name(name) is None:
+        return "name is not an entry name"
+    return {"file": None, "dir": "directory", "symlink": "symlink", "dangling": "symlink",
+            "fifo": "not a regular file"}[kind]
+
+
+SKIPPED_IN_MAKE_ENTRIES = {
+    ".hidden.json": "dotfile",
+    "notes.txt": "name is not an entry name",
+    "session-YWI+.json": "name is not an entry name",
+    "session-hash-short.json": "name is not an entry name",
+}
+
+
+def skipped_in_make_entries(codec, entries: pathlib.Path) -> dict[str, str]:
+    """What make_entries() planted besides the entries (where the platform could)."""
+    good = codec.encode_key("agent:main:main")[len("session-"):-len(".json")]
+    expected = dict(SKIPPED_IN_MAKE_ENTRIES)
+    expected["." + codec.encode_key("hidden")] = "dotfile"
+    expected[codec.encode_key("tmp") + ".4f2a.tmp"] = "temp file"
+    expected["session-" + good + "==.json"] = "name is not an entry name"
+    expected[codec.encode_key("a directory")] = "directory"
+    for key in ("agent:main:evil", "dangling", "alias"):
+        if os.path.lexists(entries / codec.encode_key(key)):
+            expected[codec.encode_key(key)] = "symlink"
+    if os.path.lexists(entries / codec.encode_key("a fifo")):
+        expected[codec.encode_key("a fifo")] = "not a regular file"
+    return expected
+
+
+def test_scan_with_skipped_names_every_other_entry(codec, tmp_path):
+    expected = make_entries(tmp_path, codec)
+    found, skipped = codec.scan_entries_with_skipped(tmp_path / "entries")
+    assert found == codec.scan_entries(tmp_path / "entries")
+    assert dict(found) == expected
+    reasons = dict(skipped)
+    assert len(reasons) == len(skipped)  # each name once
+    assert reasons == skipped_in_make_entries(codec, tmp_path / "entries")
+    assert set(reasons) | set(expected) == set(os.listdir(tmp_path / "entries"))
+    assert all(type(name) is str and type(reason) is str for name, reason in skipped)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bytes names")
+def test_scan_with_skipped_reports_undecodable_names_as_scandir_does(both_codecs, tmp_path):
+    entries = tmp_path / "entries"
+    entries.mkdir()
+    raw = [b"session-\xff.json", b".\xfe.tmp", b"\xe9t\xe9.json", "séssion.json".encode()]
+    for name in raw:
+        with open(os.path.join(os.fsencode(str(entries)), name), "w") as fh:
+            fh.write("{}")
+    results = [codec.scan_entries_with_skipped(entries) for codec in both_codecs]
+    assert sorted(results[0][1]) == sorted(results[1][1])
+    assert dict(results[1][1]) == {
+        os.fsdecode(b"session-\xff.json"): "name is not an entry name",
+        os.fsdecode(b".\xfe.tmp"): "temp file",
+        os.fsdecode(b"\xe9t\xe9.json"): "name is not an entry name",
+        "séssion.json": "name is not an entry name",
+    }
+    assert results[0][0] == results[1][0] == []
+
+
 def test_scan_finds_exactly_the_candidates(codec, tmp_path):
     expected = make_entries(tmp_path, codec)
     found = codec.scan_entries(tmp_path / "entries")
@@ -89,6 +157,9 @@ def test_compiled_fallback_listings_agree(tmp_path, mode):
     compiled._set_scan_mode(**mode)
     try:
         assert dict(compiled.scan_entries(tmp_path / "entries")) == expected
+        found, skipped = compiled.scan_entries_with_skipped(tmp_path / "entries")
+        assert dict(found) == expected
+        assert dict(skipped) == skipped_in_make_entries(compiled, tmp_path / "entries")
     finally:
         compiled._set_scan_mode()
 
@@ -104,6 +175,10 @@ def test_scan_errors(both_codecs, tmp_path):
             row.append((type(info.value), info.value.errno, str(info.value)))
         with pytest.raises(TypeError, match="directory must be a str or os.PathLike"):
             codec.scan_entries(os.fsencode(str(tmp_path)))
+        with pytest.raises(FileNotFoundError):
+            codec.scan_entries_with_skipped(tmp_path / "missing")
+        with pytest.raises(TypeError, match="directory must be a str or os.PathLike"):
+            codec.scan_entries_with_skipped(os.fsencode(str(tmp_path)))
         outcomes.append(row)
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0][0] is FileNotFoundError
@@ -145,14 +220,25 @@ def test_generated_directories_agree(both_codecs, listing):
         created = populate(root, listing)
         expected = sorted(twin.scan_entries(root))
         assert sorted(compiled.scan_entries(root)) == expected
+        found, skipped = twin.scan_entries_with_skipped(root)
+        expected_skipped = sorted(skipped)
+        assert sorted(found) == expected
         # The DT_UNKNOWN path (lstat per candidate) and the os.scandir
         # listing that Windows builds use give the same answer.
-        for mode in (dict(force_lstat=True), dict(force_scandir=True)):
+        for mode in (dict(), dict(force_lstat=True), dict(force_scandir=True)):
             compiled._set_scan_mode(**mode)
             try:
-                assert sorted(compiled.scan_entries(root)) == expected, mode
+                if mode:
+                    assert sorted(compiled.scan_entries(root)) == expected, mode
+                found, skipped = compiled.scan_entries_with_skipped(root)
+                assert (sorted(found), sorted(skipped)) == (expected, expected_skipped), mode
             finally:
                 compiled._set_scan_mode()
+        # Every created name is found or skipped, once, for the documented reason.
+        assert sorted(n for n, _ in created) == sorted([n for n, _ in expected] + [n for n, _ in expected_skipped])
+        assert expected_skipped == sorted(
+            (name, expected_reason(name, kind, twin)) for name, kind in created
+            if expected_reason(name, kind, twin) is not None)
         # The oracle: a candidate is a regular file whose name classifies.
         oracle = sorted(
             (name, twin.decode_name(name))

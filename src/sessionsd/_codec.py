@@ -54,6 +54,7 @@ decode_name = _impl.decode_name
 classify_name = _impl.classify_name
 decode_names = _impl.decode_names
 scan_entries = _impl.scan_entries
+scan_entries_with_skipped = _impl.scan_entries_with_skipped
 read_updated_at = _impl.read_updated_at
 copy_json = _impl.copy_json
 same_json = _impl.same_json

@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any, Iterable, Literal, Optional
 
-from ._fsutil import open_for_reading
+from ._fsutil import read_regular
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "classify_name",
     "decode_names",
     "scan_entries",
+    "scan_entries_with_skipped",
     "HEADER_BYTES",
     "read_updated_at",
     "copy_json",
@@ -204,31 +205,85 @@ def scan_entries(directory: "str | os.PathLike[str]") -> list[tuple[str, Optiona
     directory listing; where the file system does not report them, from
     ``lstat``.  A missing or unreadable directory raises ``OSError``.
     """
-    path = _scan_path(directory)
+    return _scan(_scan_path(directory), None)
+
+
+def scan_entries_with_skipped(
+    directory: "str | os.PathLike[str]",
+) -> tuple[list[tuple[str, Optional[str]]], list[tuple[str, str]]]:
+    """:func:`scan_entries`, plus every other name in the directory.
+
+    Returns ``(found, skipped)``: *found* is exactly what
+    :func:`scan_entries` returns; *skipped* holds ``(name, reason)`` for each
+    other name, in directory order, with the first reason that applies:
+    ``"temp file"`` (the name ends with ``.tmp``), ``"dotfile"``, ``"name is
+    not an entry name"``, then, for a canonical name, ``"symlink"``,
+    ``"directory"`` or ``"not a regular file"``.  Names are judged before
+    types, so a skipped name costs no system call beyond what the scan makes
+    anyway.  Undecodable bytes in a name appear as ``os.fsdecode`` gives them.
+    """
+    skipped: list[tuple[str, str]] = []
+    return _scan(_scan_path(directory), skipped), skipped
+
+
+def _name_reason(name: str) -> str:
+    """Why a name that is not canonical is not an entry (see
+    :func:`scan_entries_with_skipped`)."""
+    if name.endswith(_TEMP_SUFFIX):
+        return "temp file"
+    if name.startswith("."):
+        return "dotfile"
+    return "name is not an entry name"
+
+
+def _type_reason(entry: "os.DirEntry[str]") -> str:
+    """Why a canonical name that is not a regular file is not an entry."""
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "directory"
+    except OSError:
+        pass  # gone or unreadable since the listing: not a regular file either way
+    return "not a regular file"
+
+
+def _scan(path: str, skipped: Optional[list[tuple[str, str]]]) -> list[tuple[str, Optional[str]]]:
     found: list[tuple[str, Optional[str]]] = []
     with os.scandir(path) as listing:
         for entry in listing:
             name = entry.name
             if name.startswith(HASHED_PREFIX):
-                if not _is_canonical_hashed_name(name):
-                    continue
                 key = None
+                if not _is_canonical_hashed_name(name):
+                    if skipped is not None:
+                        skipped.append((name, _name_reason(name)))
+                    continue
             else:
                 key = decode_name(name)
                 if key is None:
+                    if skipped is not None:
+                        skipped.append((name, _name_reason(name)))
                     continue
             try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
+                regular = entry.is_file(follow_symlinks=False)
             except OSError:
                 # Removed or replaced between readdir and lstat: by the time
                 # the caller opened it, it would not be this entry any more.
+                regular = False
+            if not regular:
+                if skipped is not None:
+                    skipped.append((name, _type_reason(entry)))
                 continue
             found.append((name, key))
     return found
 
 
-#: How many bytes of an entry file :func:`read_updated_at` reads.
+_TEMP_SUFFIX = ".tmp"
+
+#: Entry files up to this size are read by the compiled
+#: :func:`read_updated_at` into a buffer on the stack, larger ones into one
+#: heap buffer.  (Both backends read the whole file: see there.)
 HEADER_BYTES = 4096
 
 # The head of a document in the layout this library and the reference write
@@ -237,52 +292,68 @@ HEADER_BYTES = 4096
 # at most 18 digits); anything else is left to a full parse.
 _HEADER = re.compile(
     rb'\{\n  "sessionKey": "([^"\\\x00-\x1f]*)",\n  "entry": \{\n    "updatedAt": '
-    rb"(-?(?:0|[1-9][0-9]{0,17}))(?:,\n|\n  \})"
+    rb"(-?(?:0|[1-9][0-9]{0,17}))"
 )
-# In that layout a line holding just "}" is the document's last: a file that
-# ends so is whole (not truncated, nothing appended).
-_TAILS = (b"\n}", b"\n}\n")
-_TAIL_BYTES = 3
-
-
-def _read_head_and_tail(path: str) -> Optional[tuple[bytes, bytes]]:
-    """The first HEADER_BYTES and the last 3 bytes of the regular file at
-    *path* (never through a symlink); ``None`` when it is not one."""
-    fd = open_for_reading(path)
-    if fd is None:
-        return None
-    try:
-        try:
-            head = os.read(fd, HEADER_BYTES)
-        except (IsADirectoryError, BlockingIOError):
-            return None
-        if len(head) < HEADER_BYTES:
-            return head, head[-_TAIL_BYTES:]
-        os.lseek(fd, -_TAIL_BYTES, os.SEEK_END)
-        return head, os.read(fd, _TAIL_BYTES)
-    finally:
-        os.close(fd)
+# In that layout the entry closes at indent 2 and the document at column 0,
+# on the last two lines (a trailing newline is allowed).
+_END = b"\n  }\n}"
+# Between head and end, a line start that is not the layout: a line indented
+# less than 4 spaces (every line there belongs to the entry -- a shallower one
+# is the "}" of an appended document, a second "entry", an empty line), or
+# another "updatedAt" field of the entry itself (exactly 4 spaces).  One regex
+# pass; the compiled twin walks the newlines with memchr.
+_STRAY_LINE = re.compile(rb'\n(?!    (?!"updatedAt":))')
 
 
 def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
-    """The ``updatedAt`` fast path: read the first 4 KiB and the last bytes
-    of the entry file at *path* (never through a symlink).
+    """The ``updatedAt`` fast path for the entry file at *path* (never
+    through a symlink): one read of the file and a scan of its line starts,
+    no JSON parse.
 
-    Returns ``(True, updatedAt)`` when the file is a whole document of
-    exactly *key*, in the reference layout, whose entry begins with an
-    integer ``updatedAt``; ``(False, None)`` when there is no regular file
-    at *path*; ``None`` when head and tail do not settle it (the caller then
-    parses the whole file).  The middle of the file is not read: a file
-    truncated or with bytes appended is caught by its tail, one damaged in
-    place in its middle is not (full reads -- ``get``, ``load`` -- are).
+    Returns ``(True, updatedAt)`` when the file is a document of exactly
+    *key* in the layout this library and the reference write
+    (``JSON.stringify(doc, null, 2)``) whose entry begins with an integer
+    ``updatedAt``; ``(False, None)`` when there is no regular file at *path*;
+    ``None`` when the layout does not settle it (the caller then parses the
+    whole file).  Settled means all of:
+
+    * the head is ``{``, ``"sessionKey"`` (exactly *key*, no escapes),
+      ``"entry": {``, ``"updatedAt": <integer>``, one per line;
+    * the file ends with the entry's ``}`` at indent 2 and the document's
+      ``}`` at column 0 (one trailing newline allowed): bytes appended to a
+      whole document -- ``"\\n}"``, ``" }"``, a second document -- end it
+      otherwise or leave a shallower line before it;
+    * every line between them is indented at least 4 spaces (a field of the
+      entry or deeper), and none at exactly 4 spaces is another
+      ``"updatedAt":`` (JSON parsers keep the last of duplicated fields).
+
+    It reads every byte but checks only the head, the last two lines and
+    the first bytes of each line in between -- not the rest of a line, nor
+    that brackets balance.  So it cannot see damage in the middle that keeps
+    those intact: bytes changed, removed or inserted inside a line (a value
+    cut short, a lost quote, comma or colon, invalid UTF-8), whole lines at
+    indent 4 or deeper added or removed (an unbalanced bracket), or a
+    duplicated ``updatedAt`` written outside the layout (on one line with
+    another field, at an indent other than 4, or spelled with escapes such
+    as ``"updat\\u0065dAt"``).  For such a file this answers while a full
+    read (``get``, ``load``) skips it as invalid JSON or reads another value.
+    A file as sessionsd or the reference wrote it is never among them.
     """
-    found = _read_head_and_tail(path)
-    if found is None:
+    data = read_regular(path)
+    if data is None:
         return (False, None)
-    head, tail = found
-    match = _HEADER.match(head)
-    if match is None or match.group(1) != key.encode("utf-8") or not tail.endswith(_TAILS):
+    match = _HEADER.match(data)
+    if match is None or match.group(1) != key.encode("utf-8"):
         return None
+    value_end = match.end()
+    end = len(data) - len(_END)
+    if data.endswith(b"\n"):
+        end -= 1
+    if end < value_end or data[end : end + len(_END)] != _END:
+        return None
+    if end > value_end:  # more fields follow updatedAt
+        if data[value_end : value_end + 1] != b"," or _STRAY_LINE.search(data, value_end, end):
+            return None
     return (True, int(match.group(2)))
 
 
