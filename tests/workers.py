@@ -97,6 +97,27 @@ def crash(path: str, point: str, operation: str) -> dict:
     return {"survived": True}
 
 
+def rollback(path: str) -> dict:
+    return {"restored": sessionsd.rollback(path)}
+
+
+def rollback_on_go(path: str) -> dict:
+    """Print ``ready`` once imported, wait for a line on stdin, then roll
+    back: the parent kills it at a chosen instant of the rollback."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+    return {"restored": sessionsd.rollback(path)}
+
+
+def try_put(path: str, key: str) -> dict:
+    """One put; the error's type and message if it raised."""
+    try:
+        SessionStore(path).put(key, {"from": "child"})
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"error": None}
+
+
 if __name__ == "__main__":
     function = globals()[sys.argv[1]]
     print(json.dumps(function(*json.loads(sys.argv[2]))), flush=True)

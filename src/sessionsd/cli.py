@@ -229,7 +229,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = check(args.path, fix=args.fix)
     lines = [f"store: {report.store_path} ({report.mode}, {report.sessions} sessions)"]
     lines += [f"fixed: {item}" for item in report.fixed]
+    lines += [f"refused: {item}" for item in report.refused]
     lines += [f"problem: {item}" for item in report.problems]
+    lines += [f"note: {item}" for item in report.notes]
     lines += [f"backup: {p}" for p in report.backups]
     lines += [f"orphan: {p}" for p in report.orphans]
     lines.append("ok" if report.ok else f"{len(report.problems)} problem(s)"

@@ -12,6 +12,7 @@ import stat
 from typing import Iterable, Optional, Sequence
 
 from ._layout import StorePaths, read_state
+from .damage import inspect_directory
 from .migration import MigrationResult, migrate
 
 __all__ = [
@@ -72,8 +73,9 @@ def discover_stores(state_dir: "str | os.PathLike[str]",
                     extra_paths: Sequence["str | os.PathLike[str]"] = ()) -> list[str]:
     """Every store under *state_dir* that exists: a regular ``sessions.json``,
     or an active ``sessions.d`` beside where it was (after migration the
-    legacy file is gone).  Real paths must stay inside ``<state>/agents``;
-    unreadable candidates are skipped.  *extra_paths* are appended; the
+    legacy file is gone), or a damaged one (see :mod:`sessionsd.damage`).
+    Real paths must stay inside ``<state>/agents``; unreadable candidates
+    are skipped.  *extra_paths* are appended; the
     result is deduplicated."""
     agents_root = os.path.realpath(os.path.join(os.fspath(state_dir), "agents"))
     found = []
@@ -89,9 +91,14 @@ def discover_stores(state_dir: "str | os.PathLike[str]",
                 raise
         paths = StorePaths.from_store_path(store)
         try:
-            if read_state(paths, check_safety=False) is not None and _inside(
-                os.path.realpath(paths.state), agents_root
+            if read_state(paths, check_safety=False) is not None:
+                if _inside(os.path.realpath(paths.state), agents_root):
+                    found.append(store)
+            elif os.path.lexists(paths.root) and inspect_directory(paths) is not None and _inside(
+                os.path.realpath(paths.dir), agents_root
             ):
+                # A damaged directory store is still a store: listed, so
+                # the command run on it says what is wrong.
                 found.append(store)
         except OSError as exc:
             if exc.errno not in _SKIPPED_ERRNOS:
