@@ -4,8 +4,12 @@ Every backend answers ``updated_at``, ``get``, ``put``, ``patch``,
 ``delete``, ``load`` and ``summary`` for the same generated sessions:
 
 * ``directory``: sessionsd's directory mode (``SessionStore`` on a migrated
-  store); the codec is whatever ``sessionsd.BACKEND`` says (the compiled
-  extension, or the pure twin under ``SESSIONSD_NO_EXTENSIONS=1``).
+  store) in its default, mixed-deployment mode: every write also holds the
+  reference's lock file and bumps ``state.json``'s version; the codec is
+  whatever ``sessionsd.BACKEND`` says (the compiled extension, or the pure
+  twin under ``SESSIONSD_NO_EXTENSIONS=1``).
+* ``directory-solo``: the same store declared sessionsd-only
+  (``sessionsd_only=True``): no reference lock file, no version bump.
 * ``legacy``: the monolithic ``sessions.json`` as the library's legacy mode
   keeps it.  Reads go through ``SessionStore`` in legacy mode; writes are the
   library's ``LegacyStore`` read + rewrite under the same store lock, without
@@ -45,9 +49,9 @@ def summarize(entries: dict[str, dict]) -> dict[str, dict[str, Any]]:
 
 
 class Directory:
-    def __init__(self, path: str, durability: str = "none") -> None:
+    def __init__(self, path: str, durability: str = "none", sessionsd_only: bool = False) -> None:
         self.path = path
-        self.store = SessionStore(path, durability=durability)
+        self.store = SessionStore(path, durability=durability, sessionsd_only=sessionsd_only)
 
     def updated_at(self, key):
         return self.store.updated_at(key)
@@ -221,6 +225,8 @@ def open_backend(kind: str, path: str, durability: str = "none"):
     """A backend by name: ``directory``, ``legacy``, ``sqlite``, ``floor``."""
     if kind == "directory":
         return Directory(path, durability)
+    if kind == "directory-solo":
+        return Directory(path, durability, sessionsd_only=True)
     if kind == "legacy":
         return Legacy(path, durability)
     if kind == "sqlite":

@@ -44,7 +44,7 @@ OPERATIONS = {
     "concurrent_writers": "N processes putting disjoint keys at once",
 }
 #: Column order of the backends.
-BACKENDS = ["directory", "directory-twin", "directory-cached", "directory-cached-twin", "directory-off",
+BACKENDS = ["directory", "directory-twin", "directory-solo", "directory-solo-twin", "directory-cached", "directory-cached-twin", "directory-off",
             "directory-enforce", "sqlite", "legacy", "legacy-cached", "legacy-parse", "floor", "floor-evict",
             "compiled", "python", "stdlib"]
 #: Named baselines: (column title, numerator, denominator).  A value is a
@@ -52,6 +52,8 @@ BACKENDS = ["directory", "directory-twin", "directory-cached", "directory-cached
 RATIOS = [
     ("directory ÷ sqlite", "directory", "sqlite"),
     ("directory ÷ floor", "directory", "floor"),
+    ("mixed ÷ sessionsd-only", "directory", "directory-solo"),
+    ("sessionsd-only ÷ sqlite", "directory-solo", "sqlite"),
     ("legacy ÷ directory", "legacy", "directory"),
     ("twin ÷ compiled", "directory-twin", "directory"),
     ("cold ÷ cached (directory)", "directory", "directory-cached"),
@@ -215,7 +217,9 @@ def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict
         "pure-Python twin (a separate process with `SESSIONSD_NO_EXTENSIONS=1`); `sqlite` the reference "
         "in `bench/sqlite_reference.py`; `legacy` the monolithic `sessions.json` (library legacy mode: "
         "reads parse the file, writes rewrite it under the store lock); `floor` the raw file operations "
-        "with no lock or checks; `-cached` keeps the store open between calls; `directory-off` and "
+        "with no lock or checks; `directory-solo` is sessionsd declared sessionsd-only (`sessionsd_only=True`: "
+        "no reference lock file, no `state.json` version bump), while `directory` is the default mixed-deployment "
+        "mode; `-cached` keeps the store open between calls; `directory-off` and "
         "`directory-enforce` are the put-at-cap benchmark (bench/test_cap_bench.py, always 1k and 10k "
         "sessions of small entries). Every benchmark checked its answer (a wrong one fails the run).",
         "",

@@ -293,7 +293,10 @@ def _put(benchmark, record, world, backend_of, backend, durability, slot):
          **({"sqlite_synchronous": "NORMAL" if durability == "none" else "FULL"} if backend == "sqlite" else {}))
 
 
-@pytest.mark.parametrize("backend", ["directory", "sqlite", "legacy", "floor"], ids=label)
+WRITE_BACKENDS = ["directory", "directory-solo", "sqlite", "legacy", "floor"]
+
+
+@pytest.mark.parametrize("backend", WRITE_BACKENDS, ids=label)
 def test_put(benchmark, record, world, backend_of, backend):
     """Replace one entry, durability ``none`` (rename-atomic; sqlite
     ``synchronous=NORMAL``)."""
@@ -302,7 +305,7 @@ def test_put(benchmark, record, world, backend_of, backend):
     _put(benchmark, record, world, backend_of, backend, "none", 0)
 
 
-@pytest.mark.parametrize("backend", ["directory", "legacy", "floor"], ids=label)
+@pytest.mark.parametrize("backend", ["directory", "directory-solo", "legacy", "floor"], ids=label)
 def test_put_file(benchmark, record, world, backend_of, backend):
     """Durability ``file`` (the library's default): fsync before the rename."""
     skip_unless_selected(backend)
@@ -310,7 +313,7 @@ def test_put_file(benchmark, record, world, backend_of, backend):
     _put(benchmark, record, world, backend_of, backend, "file", 1)
 
 
-@pytest.mark.parametrize("backend", ["directory", "sqlite", "legacy", "floor"], ids=label)
+@pytest.mark.parametrize("backend", WRITE_BACKENDS, ids=label)
 def test_put_full(benchmark, record, world, backend_of, backend):
     """Durability ``full`` (fsync the file and the directory; sqlite
     ``synchronous=FULL``)."""
@@ -319,7 +322,7 @@ def test_put_full(benchmark, record, world, backend_of, backend):
     _put(benchmark, record, world, backend_of, backend, "full", 2)
 
 
-@pytest.mark.parametrize("backend", ["directory", "sqlite", "legacy"], ids=label)
+@pytest.mark.parametrize("backend", ["directory", "directory-solo", "sqlite", "legacy"], ids=label)
 def test_patch(benchmark, record, world, backend_of, backend):
     """Read-modify-write of one field under the lock (sqlite: BEGIN IMMEDIATE)."""
     skip_unless_selected(backend)
@@ -340,7 +343,7 @@ def test_patch(benchmark, record, world, backend_of, backend):
     note(record, world, backend, correct, durability="none", entry_bytes=world.entry_bytes(key))
 
 
-@pytest.mark.parametrize("backend", ["directory", "sqlite", "legacy", "floor"], ids=label)
+@pytest.mark.parametrize("backend", WRITE_BACKENDS, ids=label)
 def test_delete_recreate(benchmark, record, world, backend_of, backend):
     """Delete an entry, then create it again (two commits)."""
     skip_unless_selected(backend)

@@ -23,3 +23,12 @@ def spec_name(key: str) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def is_lock_artifact(name: str) -> bool:
+    """Names the store lock uses beside the store: the reference's lock file
+    (present only while held), sessionsd's owner file that is hard-linked as
+    its record, a reclaimed stale file on its way out, and the fallback lock
+    file of file systems that cannot flock a directory.  None is store data."""
+    return (name == "sessions.json.lock" or name.startswith(".sessions.json.lock.")
+            or name == ".sessionsd.lock")

@@ -13,6 +13,7 @@ import pytest
 import sessionsd
 from sessionsd import SessionStore
 from sessionsd.cli import main
+from spec_rules import is_lock_artifact
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ def tree(root) -> dict:
     for base, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(base, name)
-            if name != "sessions.json.lock":
+            if not is_lock_artifact(name):
                 info = os.lstat(path)
                 found[os.path.relpath(path, root)] = (info.st_ino, info.st_size, info.st_mtime_ns)
     return found
@@ -154,7 +155,7 @@ def tree(root) -> dict:
     (None, "No legacy sessions.json store was found.", "missing"),
     ("{}", "Legacy sessions.json contains no valid session entries to migrate.", "empty_legacy"),
     ("[]", "Legacy sessions.json exists but could not be migrated safely.", "invalid_legacy"),
-    ('{"A": {}, "a": {}, "b": 1}', "Legacy sessions.json is ready to migrate (1 normalized entries).",
+    ('{"A": {}, "a": {}, "b": 1}', "Legacy sessions.json is ready to migrate (2 normalized entries).",
      "ready_to_migrate"),
 ])
 def test_detect_lines_json_and_exit_code(capsys, tmp_path, content, first_line, status):

@@ -18,6 +18,7 @@ from sessionsd import SessionStore
 from sessionsd._documents import encode_document
 from sessionsd.cli import main
 from sessionsd.maintenance import Maintenance
+from spec_rules import is_lock_artifact
 
 NOW = int(time.time() * 1000)
 DAY = 86_400_000
@@ -212,17 +213,16 @@ def test_dry_run_leaves_every_file_byte_identical(tmp_path, capsys):
 def test_the_store_own_files_are_never_archived(tmp_path, session_file):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sessions.json.bak.1").write_text("backup")
-    (tmp_path / "sessions.json.lock").write_text("")
     if session_file.endswith("KEEP"):
         session_file = "sessions.d/entries/" + sessionsd.encode_key("keep")
     store = make_store(tmp_path, {"victim": {"updatedAt": 1, "sessionFile": session_file},
                                   "keep": {"updatedAt": NOW}}, mode="enforce", max_entries=2)
-    before = sorted(p for p in tree_digest(tmp_path) if "/entries/" not in p)
+    before = sorted(p for p in tree_digest(tmp_path) if "/entries/" not in p and not is_lock_artifact(os.path.basename(p)))
     store.put("new", {"updatedAt": NOW + 1})
     fresh = SessionStore(store.paths.store, cache=False)
     assert fresh.mode == "directory" and sorted(fresh.load()) == ["keep", "new"]
     assert not any(".deleted." in name for name in tree_digest(tmp_path))
-    assert sorted(p for p in tree_digest(tmp_path) if "/entries/" not in p) == before
+    assert sorted(p for p in tree_digest(tmp_path) if "/entries/" not in p and not is_lock_artifact(os.path.basename(p))) == before
     assert store.last_maintenance.archived == []
 
 
@@ -382,8 +382,8 @@ def test_statistics_survive_every_kind_of_commit(tmp_path, count_recounts):
     the files (so the cap check stays O(1))."""
     store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(10)},
                        mode="enforce", max_entries=10, max_disk_bytes=1 << 20, prune_after=86_400)
-    bumping = SessionStore(store.paths.store, durability="none", bump_version_on_write=True)
-    plain = SessionStore(store.paths.store, durability="none")
+    bumping = SessionStore(store.paths.store, durability="none", sessionsd_only=False)
+    plain = SessionStore(store.paths.store, durability="none", sessionsd_only=True)
     for i in range(20):
         store.put(f"n{i}", {"updatedAt": NOW + 100 + i})
         bumping.put(f"b{i}", {"updatedAt": NOW + 200 + i})

@@ -11,6 +11,7 @@ import pytest
 import sessionsd
 from sessionsd import SessionStore, UnsafeStoreError, detect, migrate, rollback
 from sessionsd.discovery import agent_store_paths, discover_stores, run_startup_migration
+from spec_rules import is_lock_artifact
 
 
 def legacy(tmp_path, content, name="sessions.json"):
@@ -68,7 +69,7 @@ def test_invalid_legacy_inputs_are_skipped_untouched(tmp_path, content, warning)
     result = migrate(path)
     assert result.outcome == "skipped_invalid"
     assert result.warnings[0].startswith(warning)
-    assert path.read_text() == content and snapshot_tree(tmp_path).keys() - {"sessions.json.lock"} == before.keys()
+    assert path.read_text() == content and {k for k in snapshot_tree(tmp_path) if not is_lock_artifact(os.path.basename(k))} == {k for k in before if not is_lock_artifact(os.path.basename(k))}
     assert detect(path).status == "invalid_legacy"
 
 
@@ -101,7 +102,7 @@ def test_json5_legacy_migrates_with_a_warning(tmp_path):
     assert SessionStore(path).get("a") == {"n": 1}
 
 
-@pytest.mark.parametrize("content,raw", [(" \n ", 0), ('{"a": null, "b": 5, "   ": {}}', 3)])
+@pytest.mark.parametrize("content,raw", [(" \n ", 0), ('{"   ": {}, "\\t": {"n": 1}}', 2)])
 def test_empty_legacy_is_skipped(tmp_path, content, raw):
     path = legacy(tmp_path, content)
     result = migrate(path)

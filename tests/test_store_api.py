@@ -34,7 +34,7 @@ from sessionsd import (
     StoreClosedError,
     StoreLockTimeout,
 )
-from spec_rules import now_ms, spec_name
+from spec_rules import is_lock_artifact, now_ms, spec_name
 
 SEED = {
     "agent:main:main": {"sessionId": "m", "updatedAt": 100, "lastChannel": "telegram", "lastTo": "821"},
@@ -66,7 +66,7 @@ def disk_state(root: Path) -> dict[str, tuple]:
         for name in dirs + files:
             path = os.path.join(base, name)
             rel = os.path.relpath(path, root)
-            if name == "sessions.json.lock":
+            if is_lock_artifact(name):
                 continue
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode):
@@ -433,7 +433,7 @@ def test_a_change_between_a_boolean_and_a_number_is_written(tmp_path, mode, how)
 
 @pytest.mark.parametrize("bump", [False, True])
 def test_single_entry_writes_bump_seq_and_optionally_the_version(tmp_path, bump):
-    store = make_store(tmp_path, "directory", bump_version_on_write=bump)
+    store = make_store(tmp_path, "directory", sessionsd_only=not bump)
     version, seq = state_version(tmp_path), seq_value(tmp_path)
     store.put("agent:main:a", {"n": 1})
     store.patch("agent:main:a", {"n": 2})
@@ -1198,7 +1198,7 @@ def test_save_time_migration_keeps_everything(tmp_path):
         **SEED,
         "Agent:Main:Upper": {"updatedAt": 300, "v": "case"},
         "agent:main:" + "l" * 130: {"updatedAt": 400, "v": "long"},
-        "agent:main:not-an-object": "dropped",
+        "agent:main:not-an-object": "kept",
     }
     path = tmp_path / "sessions.json"
     original = json.dumps(legacy, indent=2).encode()
@@ -1218,6 +1218,8 @@ def test_save_time_migration_keeps_everything(tmp_path):
         "agent:main:other": SEED["agent:main:other"],
         "agent:main:upper": {"updatedAt": 300, "v": "case"},
         "agent:main:" + "l" * 130: {"updatedAt": 400, "v": "long"},
+        # Never dropped: kept as the document the reference reads back.
+        "agent:main:not-an-object": {"sessionKey": "agent:main:not-an-object", "entry": "kept"},
     }
     fresh = SessionStore(path)
     assert fresh.mode == "directory"

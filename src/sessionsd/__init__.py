@@ -19,6 +19,7 @@ from ._codec import (
 from .errors import (
     BlockedKeyError,
     CorruptStoreError,
+    DamagedStoreError,
     InvalidEntryError,
     InvalidKeyError,
     InvalidKeyTypeError,
@@ -50,6 +51,7 @@ __all__ = [
     "rollback",
     "BlockedKeyError",
     "CorruptStoreError",
+    "DamagedStoreError",
     "InvalidEntryError",
     "InvalidKeyError",
     "InvalidKeyTypeError",

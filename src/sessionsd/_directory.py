@@ -25,7 +25,13 @@ import time
 from typing import Any, Optional
 
 from . import _faults, _json
-from ._codec import HASHED_PREFIX, KEY_WHITESPACE, read_updated_at, scan_entries
+from ._codec import (
+    HASHED_PREFIX,
+    KEY_WHITESPACE,
+    read_updated_at,
+    scan_entries,
+    scan_entries_with_skipped,
+)
 from ._documents import decode_document
 from ._fsutil import (
     fsync_dir,
@@ -123,7 +129,12 @@ class DirectoryStore:
         return self.entry_prefix + name
 
     def read_entry(self, key: str, name: str) -> Optional[dict]:
-        """The entry stored for *key* (already normalised), or ``None``."""
+        """The entry stored for *key* (already normalised), or ``None``.
+
+        An entry file this process may not read raises ``PermissionError``:
+        the session exists, and ``None`` ("no such session") would invite a
+        caller to create it afresh over the one it cannot see.  Full loads
+        skip such a file instead (see :meth:`_read_all`)."""
         data = read_regular(self.entry_prefix + name)
         if data is None:
             return None
@@ -134,8 +145,9 @@ class DirectoryStore:
         return decoded[1]
 
     def read_updated_at(self, key: str, name: str) -> tuple[bool, Any]:
-        """``(found, entry["updatedAt"])``: the codec's head-and-tail read
-        when it settles the answer, else a full read of the file."""
+        """``(found, entry["updatedAt"])``: the codec's fast path when the
+        file's layout settles the answer, else a full parse -- the same
+        answer :meth:`read_entry` gives.  Raises ``PermissionError`` like it."""
         quick = read_updated_at(self.entry_prefix + name, key)
         if quick is not None:
             return quick
@@ -175,21 +187,33 @@ class DirectoryStore:
                     entries[key] = entry
                     names[name] = key
         else:
-            entries, names, skipped = self._read_all()
+            try:
+                entries, names, skipped = self._read_all()
+            except (FileNotFoundError, NotADirectoryError):
+                raise _Retry from None  # entries/ moved away: a rollback or re-migration
         if os.path.lexists(self.paths.commit) or self.read_seq() != seq:
             raise _Retry
         after = read_state(self.paths)
-        if after is None or after.version != state.version:
+        if after is None or after.version != state.version or after.identity != state.identity:
             raise _Retry
         return Snapshot((state.version, seq), entries, names, skipped)
 
     def _read_all(self) -> tuple[dict[str, dict], dict[str, str], list[tuple[str, str]]]:
+        """Every entry in ``entries/``, its file name, and ``(name, reason)``
+        for every other name there: non-entries first (the scan's reasons:
+        temp file, dotfile, symlink, ...), then entry files that could not be
+        used (unreadable, corrupt, impostor).  One unreadable file (EACCES)
+        is skipped, not fatal: the rest of the store stays usable."""
         entries: dict[str, dict] = {}
         names: dict[str, str] = {}
-        skipped: list[tuple[str, str]] = []
         prefix = self.entry_prefix
-        for name, inline_key in scan_entries(self.paths.entries):
-            data = read_regular(prefix + name)
+        found, skipped = scan_entries_with_skipped(self.paths.entries)
+        for name, inline_key in found:
+            try:
+                data = read_regular(prefix + name)
+            except PermissionError:
+                skipped.append((name, "permission denied"))
+                continue
             if data is None:
                 skipped.append((name, "vanished or not a regular file"))
                 continue

@@ -86,11 +86,18 @@ class StorePaths:
 
 @dataclass(frozen=True)
 class State:
-    """A valid ``state.json``; ``extra`` keeps fields we do not know."""
+    """A valid ``state.json``; ``extra`` keeps fields we do not know.
+
+    ``identity`` names the store instance this state belongs to: the device
+    and inode numbers of ``sessions.d`` and ``sessions.d/entries`` when it
+    was read.  A store that was rolled back and migrated again starts from
+    the same version, so a cached view must compare the identity too.
+    """
 
     version: int
     updated_at: float
     extra: dict
+    identity: tuple = ()
 
     def bumped(self) -> "State":
         return State(self.version + 1, now_ms(), self.extra)
@@ -115,12 +122,23 @@ def parse_state(data: bytes) -> Optional[State]:
         return None
     if not _is_number(layout) or layout != LAYOUT_VERSION:
         return None
-    if type(version) is not int or version < 1:
+    if not _is_integral(version) or version < 1:
         return None
     if not _is_number(updated) or not math.isfinite(updated):
         return None
     extra = {k: v for k, v in doc.items() if k not in ("kind", "layoutVersion", "version", "updatedAt")}
-    return State(version, updated, extra)
+    return State(int(version), updated, extra)
+
+
+def _is_integral(value: Any) -> bool:
+    """An integer in value, as JavaScript's ``Number.isInteger`` sees it:
+    ``3``, ``3.0`` and ``3e0`` count; bools, strings, ``3.5`` and
+    non-finite floats do not."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
 def state_bytes(state: State) -> bytes:
@@ -173,6 +191,12 @@ def read_state(paths: StorePaths, *, check_safety: bool = True,
         state = parse_state(data)
         if memo is not None:
             memo[0] = (signature, state)  # one assignment: threads see a pair
+    if state is not None:
+        identity = (infos[0][1].st_dev, infos[0][1].st_ino, infos[1][1].st_ino)
+        if state.identity != identity:
+            state = State(state.version, state.updated_at, state.extra, identity)
+            if memo is not None:
+                memo[0] = (signature, state)
     if state is not None and check_safety:
         for path, info in infos:
             check_private_dir(path, info)

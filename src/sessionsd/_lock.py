@@ -1,23 +1,27 @@
-"""The store lock: one exclusive OS lock on ``sessions.json.lock``.
+"""The store lock: sessionsd's own exclusion plus the reference's lock file.
 
-Every writer takes it inside the library.  Within a process one
-:class:`StoreLock` exists per lock-file path; a re-entrant thread mutex
-orders the threads, and only the outermost acquisition touches the OS lock,
-so a thread that already holds it (say, a hot-path ``put`` inside an
-``update`` mutator) never deadlocks on itself.
+Two layers, always taken in this order and released in reverse:
 
-Two ways to take the OS lock, the same kind of lock either way (``flock``;
-``flock`` and ``fcntl`` record locks do not exclude each other on Linux):
+1. **sessionsd's exclusion**: ``flock`` on the store *directory* itself
+   (the real directory holding ``sessions.json``).  A directory that holds
+   the store cannot be deleted or replaced under a holder, so no other
+   program's clean-up can break it; ``flock`` dies with its process.  Within
+   a process a re-entrant thread mutex orders the threads, and only the
+   outermost acquisition touches the OS lock, so a thread that already holds
+   it (a ``put`` inside an ``update`` mutator) never deadlocks on itself.
+2. **the reference's lock file** (:mod:`._reference_lock`):
+   ``sessions.json.lock`` holding an owner record, the protocol the
+   reference TypeScript host speaks.  Taken unless the store is declared
+   sessionsd-only.  sessionsd's exclusion never depends on it: the reference
+   deletes such files when it judges them stale.
 
-* *thin* -- a kept-open descriptor and ``flock(LOCK_EX | LOCK_NB)`` with a
-  short backoff: about 1.5 µs uncontended, for the single-entry hot paths;
-* *filelock* -- :class:`filelock.FileLock`, for whole-store operations,
-  migration and rollback, and for every acquisition on Windows (no
-  ``fcntl``; filelock uses ``msvcrt.locking`` there).
+On Windows (no ``fcntl``) layer 1 is :class:`filelock.FileLock` on
+``.sessionsd.lock`` beside the store, a file the reference never touches.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -27,6 +31,7 @@ from typing import Iterator, Optional
 import filelock
 
 from ._fsutil import IS_WINDOWS
+from ._reference_lock import ReferenceLockFile
 from .errors import StoreLockTimeout
 
 try:
@@ -34,22 +39,28 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["StoreLock", "DEFAULT_TIMEOUT"]
+__all__ = ["StoreLock", "DEFAULT_TIMEOUT", "FALLBACK_LOCK_NAME"]
 
 DEFAULT_TIMEOUT = 30.0
+#: Where layer 1 lives where a directory cannot be flocked (Windows, some
+#: network file systems).
+FALLBACK_LOCK_NAME = ".sessionsd.lock"
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class StoreLock:
-    """The process-wide handle on one store's lock file."""
+    """The process-wide handle on one store's lock (one per real directory)."""
 
     _registry: dict[str, "StoreLock"] = {}
     _registry_mutex = threading.Lock()
 
     @classmethod
     def for_path(cls, path: str) -> "StoreLock":
+        """The lock of the store whose reference lock file is *path*
+        (``<realpath(dir)>/sessions.json.lock``)."""
         with cls._registry_mutex:
             lock = cls._registry.get(path)
             if lock is None:
@@ -58,11 +69,14 @@ class StoreLock:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.directory = os.path.dirname(path)
+        self.reference = ReferenceLockFile(path)
         self._mutex = threading.RLock()
         self._depth = 0
         self._owner: Optional[int] = None
         self._fd: Optional[int] = None
         self._filelock: Optional[filelock.BaseFileLock] = None
+        self._reference_held = False
 
     # -- public -----------------------------------------------------------
 
@@ -70,30 +84,42 @@ class StoreLock:
         return self._depth > 0 and self._owner == threading.get_ident()
 
     @contextmanager
-    def hold(self, timeout: float = DEFAULT_TIMEOUT, *, heavy: bool = False) -> Iterator[None]:
-        """Hold the lock for the block.  *heavy* uses filelock (whole-store
-        work); a negative *timeout* waits forever."""
-        self.acquire(timeout, heavy=heavy)
+    def hold(self, timeout: float = DEFAULT_TIMEOUT, *, reference: bool = True,
+             heavy: bool = False) -> Iterator[None]:
+        """Hold the lock for the block.  *reference*: also hold the
+        reference's lock file (mixed deployments).  A negative *timeout*
+        waits forever.  *heavy* is accepted for older callers: every
+        acquisition is the same lock now."""
+        self.acquire(timeout, reference=reference)
         try:
             yield
         finally:
             self.release()
 
-    def acquire(self, timeout: float = DEFAULT_TIMEOUT, *, heavy: bool = False) -> None:
+    def acquire(self, timeout: float = DEFAULT_TIMEOUT, *, reference: bool = True) -> None:
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._mutex.acquire(timeout=-1 if deadline is None else max(0.0, timeout)):
             raise self._timeout(timeout)
-        if self._depth == 0:
-            try:
-                if heavy or IS_WINDOWS or fcntl is None:
-                    self._acquire_filelock(deadline, timeout)
-                else:
-                    self._acquire_thin(deadline, timeout)
-            except BaseException:
-                self._mutex.release()
-                raise
-            self._owner = threading.get_ident()
-        self._depth += 1
+        try:
+            if self._depth == 0:
+                self._acquire_os(deadline, timeout)
+                self._owner = threading.get_ident()
+            self._depth += 1
+            if reference and not self._reference_held:
+                # A nested acquisition may be the first that needs the
+                # reference's file; it is then kept to the outermost release.
+                try:
+                    self.reference.acquire(deadline, timeout)
+                except BaseException:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._owner = None
+                        self._release_os()
+                    raise
+                self._reference_held = True
+        except BaseException:
+            self._mutex.release()
+            raise
 
     def release(self) -> None:
         if not self.held_by_me():
@@ -102,59 +128,74 @@ class StoreLock:
         try:
             if self._depth == 0:
                 self._owner = None
-                self._release_os()
+                try:
+                    if self._reference_held:
+                        self._reference_held = False
+                        self.reference.release()
+                finally:
+                    self._release_os()
         finally:
             self._mutex.release()
 
-    # -- OS lock ------------------------------------------------------------
+    # -- layer 1 ------------------------------------------------------------
 
-    def _timeout(self, timeout: float) -> StoreLockTimeout:
+    def _timeout(self, timeout: float, owner: str = "") -> StoreLockTimeout:
         return StoreLockTimeout(
-            f"timeout waiting for session store lock ({timeout:g} s): {self.path}",
+            f"timeout waiting for session store lock ({timeout:g} s): {self.path}{owner}",
             self.path,
             timeout,
         )
 
     def _open_fd(self) -> int:
         if self._fd is None:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            try:
+                self._fd = os.open(self.directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            except OSError:
+                self._fd = self._open_fallback()
         return self._fd
 
-    def _acquire_thin(self, deadline: Optional[float], timeout: float) -> None:
+    def _open_fallback(self) -> int:
+        path = os.path.join(self.directory, FALLBACK_LOCK_NAME)
+        return os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+
+    def _acquire_os(self, deadline: Optional[float], timeout: float) -> None:
+        if IS_WINDOWS or fcntl is None:
+            self._acquire_filelock(deadline, timeout)
+            return
         delay = 50e-6
+        patient_until = time.monotonic() + 1.0
         while True:
             fd = self._open_fd()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise self._timeout(timeout) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.01)
-                continue
-            # Someone unlinked or replaced the lock file while we held a
-            # descriptor on the old inode: a lock there excludes nobody.
-            try:
-                current = os.stat(self.path)
-            except FileNotFoundError:
-                current = None
-            held = os.fstat(fd)
-            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
                 return
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            self._fd = None
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                # A file system that cannot flock a directory (EBADF on some
+                # network mounts): use the fallback file, on every process
+                # alike, since they all see the same file system.
+                if exc.errno not in (errno.EBADF, errno.EINVAL, errno.ENOLCK) or fd != self._fd:
+                    raise
+                os.close(fd)
+                self._fd = self._open_fallback()
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timeout(timeout) from None
+            time.sleep(delay)
+            # Poll often for a second (commits are short, and a slow poller
+            # loses every race to a writer in a loop), then back off.
+            delay = min(delay * 2, 0.0005 if time.monotonic() < patient_until else 0.01)
 
-    def _acquire_filelock(self, deadline: Optional[float], timeout: float) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+    def _acquire_filelock(self, deadline: Optional[float], timeout: float) -> None:  # pragma: no cover
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         lock = filelock.FileLock(
-            self.path,
+            os.path.join(self.directory, FALLBACK_LOCK_NAME),
             timeout=timeout,
             mode=0o600,
             thread_local=False,
             poll_interval=0.002,
-            fallback_to_soft=False,  # a soft lock would not exclude thin flock holders
         )
         remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -164,11 +205,18 @@ class StoreLock:
         self._filelock = lock
 
     def _release_os(self) -> None:
-        if self._filelock is not None:
+        if self._filelock is not None:  # pragma: no cover - Windows
             lock, self._filelock = self._filelock, None
             lock.release()
         elif self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the descriptor kept for layer 1 (when the lock is free)."""
+        with self._mutex:
+            if self._depth == 0 and self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)
 
     def _reset_after_fork(self) -> None:
         # The child shares the parent's open file descriptions: a flock held
@@ -177,6 +225,8 @@ class StoreLock:
         self._depth = 0
         self._owner = None
         self._filelock = None
+        self._reference_held = False
+        self.reference.forget()
         if self._fd is not None:
             try:
                 os.close(self._fd)

@@ -334,13 +334,16 @@ class Maintainer:
         for name, inline_key in scan_entries(directory.paths.entries):
             path = prefix + name
             key = inline_key
-            quick = read_updated_at(path, inline_key) if inline_key is not None else None
+            try:
+                quick = read_updated_at(path, inline_key) if inline_key is not None else None
+                data = read_regular(path) if quick is None else None
+            except PermissionError:
+                continue  # unreadable: skipped and reported by load() and check, never evicted
             if quick is not None:
                 if not quick[0]:
                     continue
                 updated = quick[1]
             else:
-                data = read_regular(path)
                 decoded = decode_document(data, name, inline_key) if data is not None else "gone"
                 if isinstance(decoded, str):
                     continue  # corrupt or impostor files are `check`'s business, not ours

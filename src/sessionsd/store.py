@@ -39,7 +39,12 @@ _log = logging.getLogger("sessionsd")
 
 DIRECTORY = "directory"
 LEGACY = "legacy"
+#: Lock-free tries of a full load before it reads under the lock; a
+#: commit in flight is waited out (a few ms at most) rather than blocked.
 _SNAPSHOT_ATTEMPTS = 3
+#: Reads that find the mode changed under them (a migration or rollback by
+#: another process) look again this many times.
+_FLIP_ATTEMPTS = 4
 
 T = TypeVar("T")
 
@@ -125,9 +130,14 @@ class SessionStore:
     lock_timeout:
         Seconds to wait for the store lock before :class:`StoreLockTimeout`
         (negative: forever).
-    bump_version_on_write:
-        Also bump ``state.json``'s version on single-entry writes, for mixed
-        deployments whose other readers cache on that version alone.
+    sessionsd_only:
+        Declare that only sessionsd touches this store (no reference host
+        reads or writes it).  By default (``False``) every write also holds
+        the reference's lock file ``sessions.json.lock`` in its own protocol,
+        and every commit bumps ``state.json``'s version, which reference
+        readers cache on.  ``True`` skips both: the fastest path, safe only
+        while no reference process uses the store.  sessionsd processes
+        always exclude each other and see each other's commits either way.
     cache:
         Keep the per-process snapshot cache that makes repeated ``load()``
         cheap.  Single-entry reads never use it.
@@ -137,7 +147,7 @@ class SessionStore:
     """
 
     def __init__(self, path, *, lower_keys: bool = True, durability: str = "file",
-                 lock_timeout: float = DEFAULT_TIMEOUT, bump_version_on_write: bool = False,
+                 lock_timeout: float = DEFAULT_TIMEOUT, sessionsd_only: bool = False,
                  cache: bool = True, maintenance: Optional[Maintenance] = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -146,7 +156,8 @@ class SessionStore:
         self.durability = durability
         self.lock_timeout = lock_timeout
         self._lock = StoreLock.for_path(self.paths.lock)
-        self._dir = DirectoryStore(self.paths, durability, bump_version_on_write)
+        self.sessionsd_only = sessionsd_only
+        self._dir = DirectoryStore(self.paths, durability, bump_version_on_write=not sessionsd_only)
         self._legacy = LegacyStore(self.paths, durability, self.normalize_key)
         # Legacy snapshots hold normalised keys, so the key rule is part of
         # what a cached view means.
@@ -188,6 +199,11 @@ class SessionStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"session store is closed: {self.paths.store}")
+
+    def _hold(self):
+        """The store lock, with the reference's lock file unless this store
+        is declared sessionsd-only."""
+        return self._lock.hold(self.lock_timeout, reference=not self.sessionsd_only)
 
     # -- keys and modes -----------------------------------------------------------
 
@@ -232,14 +248,20 @@ class SessionStore:
             return default
         # Directory mode is remembered (a miss re-checks it); legacy mode is
         # re-checked on every read, since another process may have migrated.
-        if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
-            entry = self._dir.read_entry(normalized, encode_key(normalized))
+        # A miss that crossed a migration or rollback looks again.
+        for _ in range(_FLIP_ATTEMPTS):
+            if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
+                entry = self._dir.read_entry(normalized, encode_key(normalized))
+                if entry is not None:
+                    return entry
+                if self._detect() == DIRECTORY:
+                    return default
+            entry = self._legacy_snapshot().entries.get(normalized)
             if entry is not None:
-                return entry
-            if self._detect() == DIRECTORY:
+                return copy_json(entry)
+            if self._detect() != DIRECTORY:
                 return default
-        entry = self._legacy_snapshot().entries.get(normalized)
-        return default if entry is None else copy_json(entry)
+        return default
 
     def updated_at(self, key: Any) -> Any:
         """``entry["updatedAt"]`` of *key* exactly as stored, or ``None``.
@@ -253,18 +275,23 @@ class SessionStore:
             normalized = normalized.lower()
         if normalized in BLOCKED_KEYS:
             return None
-        if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
-            name = encode_key(normalized)
-            # Hot path: one C call reads and parses the file's head.
-            quick = read_updated_at(self._dir.entry_prefix + name, normalized)
-            if quick is None:
-                quick = self._dir.read_updated_at_fully(normalized, name)
-            if quick[0]:
-                return quick[1]
-            if self._detect() == DIRECTORY:
+        for _ in range(_FLIP_ATTEMPTS):
+            if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
+                name = encode_key(normalized)
+                # Hot path: one C call reads and parses the file's head.
+                quick = read_updated_at(self._dir.entry_prefix + name, normalized)
+                if quick is None:
+                    quick = self._dir.read_updated_at_fully(normalized, name)
+                if quick[0]:
+                    return quick[1]
+                if self._detect() == DIRECTORY:
+                    return None
+            entry = self._legacy_snapshot().entries.get(normalized)
+            if entry is not None:
+                return entry.get("updatedAt")
+            if self._detect() != DIRECTORY:
                 return None
-        entry = self._legacy_snapshot().entries.get(normalized)
-        return None if entry is None else entry.get("updatedAt")
+        return None
 
     def __contains__(self, key: Any) -> bool:
         return self.get(key) is not None
@@ -276,7 +303,7 @@ class SessionStore:
         self._check_open()
         normalized = self._writable_key(key)
         data = encode_document(normalized, entry)  # serialise outside the lock
-        with self._lock.hold(self.lock_timeout):
+        with self._hold():
             state = self._detect_state()
             if state is not None:
                 self._write_one(state, normalized, data)
@@ -309,7 +336,7 @@ class SessionStore:
                     create: bool) -> Optional[dict]:
         normalized = self._writable_key(key)
         name = encode_key(normalized)
-        with self._lock.hold(self.lock_timeout):
+        with self._hold():
             state = self._detect_state()
             if state is not None:
                 current = self._dir.read_entry(normalized, name)
@@ -347,7 +374,7 @@ class SessionStore:
         normalized = self.normalize_key(key)
         if normalized in BLOCKED_KEYS:
             return False
-        with self._lock.hold(self.lock_timeout):
+        with self._hold():
             state = self._detect_state()
             if state is not None:
                 return self._write_one(state, normalized, None)
@@ -361,7 +388,7 @@ class SessionStore:
         self.last_stats = stats
         version = state.version + (1 if changed and self._dir.bump_version_on_write else 0)
         if changed:
-            self._note_commit(state.version, seq_before, version, {name: key})
+            self._note_commit(state, seq_before, version, {name: key})
         if data is not None and self._maintainer is not None:
             # O(1) unless a sweep is due; never evicts the session just written.
             self._maintainer.after_write(version, key, stats)
@@ -386,14 +413,15 @@ class SessionStore:
             name, key, _ = changes[0]
             changed, seq_before, self.last_stats = self._dir.write_one(name, key, None, state.version)
             if changed:
-                self._note_commit(state.version, seq_before, state.version, {name: key})
+                version = state.version + (1 if self._dir.bump_version_on_write else 0)
+                self._note_commit(state, seq_before, version, {name: key})
         elif changes:
             seq_before, self.last_stats = self._dir.commit(changes)
-            self._note_commit(state.version, seq_before, state.version + 1,
+            self._note_commit(state, seq_before, state.version + 1,
                               {name: key for name, key, _ in changes})
         return removed
 
-    def _note_commit(self, version_before: int, seq_before: int, version_after: int,
+    def _note_commit(self, state, seq_before: int, version_after: int,
                      dirty: dict[str, str]) -> None:
         """Keep the cache valid across this process's own commit (the lock is
         held, so nobody else committed in between)."""
@@ -401,8 +429,8 @@ class SessionStore:
         if not cache.enabled:
             return
         with cache.mutex:
-            if cache.snapshot is not None and cache.token == (version_before, seq_before):
-                cache.token = (version_after, seq_before + 2)
+            if cache.snapshot is not None and cache.token == (state.identity, state.version, seq_before):
+                cache.token = (state.identity, version_after, seq_before + 2)
                 cache.dirty.update(dirty)
             else:
                 cache.snapshot = None
@@ -443,7 +471,7 @@ class SessionStore:
         compared by value) as one atomic commit.  Returns what *mutator*
         returns.  An unchanged store writes nothing."""
         self._check_open()
-        with self._lock.hold(self.lock_timeout, heavy=True):
+        with self._hold():
             state = self._detect_state()
             if state is not None:
                 if self._dir.recover():  # a replayed commit bumps the version
@@ -455,7 +483,7 @@ class SessionStore:
                 removed: dict[str, dict] = {}
                 if self._maintainer is not None:
                     _report, removed = self._maintainer.apply_to_mapping(after, sizes=self._size_of())
-                self._commit_diff(state.version, before, after)
+                self._commit_diff(state, before, after)
                 if removed:
                     self._maintainer._finish(_report, removed)
                 return result
@@ -493,7 +521,7 @@ class SessionStore:
             return None
         return lambda key, entry: len(encode_document(key, entry))
 
-    def _commit_diff(self, version: int, before: Snapshot, after: Mapping[str, dict]) -> None:
+    def _commit_diff(self, state, before: Snapshot, after: Mapping[str, dict]) -> None:
         old = before.entries
         changes = []
         dirty: dict[str, str] = {}
@@ -510,21 +538,34 @@ class SessionStore:
         if not changes:
             return
         seq_before, self.last_stats = self._dir.commit(changes)
-        self._note_commit(version, seq_before, version + 1, dirty)
+        self._note_commit(state, seq_before, state.version + 1, dirty)
 
     # -- snapshots -----------------------------------------------------------------
 
     def _entries_snapshot(self) -> dict[str, dict]:
-        """The cached entries (never handed out without a copy)."""
-        for _ in range(2):  # a mode change between the checks: look again
+        """The cached entries (never handed out without a copy).
+
+        A migration or rollback by another process flips which store is
+        authoritative; both keep every session readable at every instant
+        (the new store is complete before the old one goes), so a read that
+        saw the mode change under it simply looks again."""
+        for _ in range(_FLIP_ATTEMPTS):
             if self._detect() == DIRECTORY:
                 snapshot = self._dir_snapshot()
                 if snapshot is not None:
                     self.skipped = snapshot.skipped
                     return snapshot.entries
-            else:
-                return self._legacy_snapshot().entries
-        return self._legacy_snapshot().entries
+                continue
+            legacy = self._legacy_snapshot()
+            if self._detect() != DIRECTORY:
+                return legacy.entries
+        with self._hold():  # still flipping: read where nobody can change it
+            if self._detect() == DIRECTORY:
+                self._dir.recover()
+                snapshot = self._dir_snapshot_locked(read_state(self.paths))
+                self.skipped = snapshot.skipped
+                return snapshot.entries
+            return self._legacy_snapshot().entries
 
     def _dir_snapshot(self) -> Optional[Snapshot]:
         """A consistent snapshot without the lock if possible (seqlock), under
@@ -532,7 +573,7 @@ class SessionStore:
         for attempt in range(_SNAPSHOT_ATTEMPTS):
             seq = self._dir.read_seq()
             if seq & 1:
-                time.sleep(0.0005 * (attempt + 1))  # a commit is in flight
+                time.sleep(0.0005 * (attempt + 1))  # a commit is in flight: ~18 ms in all
                 continue
             state = read_state(self.paths)
             if state is None:
@@ -541,7 +582,7 @@ class SessionStore:
                 return self._cached_or_read(state, seq)
             except _Retry:
                 continue
-        with self._lock.hold(self.lock_timeout, heavy=True):
+        with self._hold():
             if read_state(self.paths) is None:
                 return None
             self._dir.recover()
@@ -553,7 +594,10 @@ class SessionStore:
         return self._cached_or_read(state, seq)
 
     def _cached_or_read(self, state, seq: int) -> Snapshot:
-        token = (state.version, seq)
+        # The identity (inodes of sessions.d and entries/) makes a cached
+        # view die with its store: one rolled back and migrated again starts
+        # from the same (version, seq).
+        token = (state.identity, state.version, seq)
         cache = self._cache
         with cache.mutex:
             cached, cached_token, dirty = cache.snapshot, cache.token, dict(cache.dirty)
@@ -565,7 +609,10 @@ class SessionStore:
             snapshot = self._dir.snapshot(state, seq)
             if snapshot.skipped:
                 for name, reason in snapshot.skipped:
-                    _log.warning("skipped entry file %s in %s: %s", name, self.paths.entries, reason)
+                    # Temp files are writes in progress (ours or another
+                    # program's): nothing an operator must act on.
+                    _log.log(logging.DEBUG if reason == "temp file" else logging.WARNING,
+                             "skipped entry file %s in %s: %s", name, self.paths.entries, reason)
         if not cache.enabled:
             return snapshot
         with cache.mutex:
@@ -578,6 +625,12 @@ class SessionStore:
     # -- legacy mode -------------------------------------------------------------------
 
     def _legacy_snapshot(self) -> LegacySnapshot:
+        # -- damaged sessions.d (see sessionsd.damage): one lstat when there is
+        # none; a WARNING once per damage; UnsafeStoreError for a symlink --
+        from .damage import guard_read
+
+        guard_read(self.paths)
+        # -- end damaged sessions.d --
         cache = self._cache
         if not cache.enabled:
             return self._legacy.read()
@@ -602,6 +655,12 @@ class SessionStore:
         Invariant: the file is replaced by one rename, or not at all.
         """
         from .migration import migrate_snapshot  # migration imports this module
+        # -- damaged sessions.d (see sessionsd.damage): never write around a
+        # directory store that still holds sessions; raise instead --
+        from .damage import guard_write
+
+        guard_write(self.paths)
+        # -- end damaged sessions.d --
 
         before = self._legacy_snapshot()
         work = copy_entries(before.entries)
@@ -623,7 +682,7 @@ class SessionStore:
         if state is not None:
             # A nested write migrated the store meanwhile: commit our changes
             # as a diff against what *mutate* saw, leaving the nested write alone.
-            self._commit_diff(state.version, Snapshot((0, 0), before.entries, {}, []), after)
+            self._commit_diff(state, Snapshot((0, 0), before.entries, {}, []), after)
         elif before.is_object and same_json(after, before.entries):
             return
         elif before.exists and after:
@@ -649,7 +708,7 @@ class SessionStore:
         if settings is None:
             raise ValueError("no maintenance settings: pass settings= or open the store with maintenance=")
         maintainer = Maintainer(self, settings)
-        with self._lock.hold(self.lock_timeout, heavy=True):
+        with self._hold():
             state = self._detect_state()
             if state is not None:
                 if self._dir.recover():
