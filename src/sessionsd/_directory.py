@@ -18,6 +18,8 @@ full loads are made consistent by the seqlock (see :meth:`snapshot`).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import stat
 import struct
@@ -46,6 +48,8 @@ from ._layout import State, StorePaths, read_state, state_bytes
 from .errors import KeyCollisionError, UnsafeStoreError
 
 __all__ = ["DirectoryStore", "Snapshot", "Change", "Stats"]
+
+_log = logging.getLogger(__name__)
 
 _SEQ = struct.Struct("<Q")
 # sessions.d/stats: this library's store statistics, kept by every commit
@@ -392,12 +396,21 @@ class DirectoryStore:
             _faults.hit("multi:mid-renames")
         for name in record.get("deletes", []):
             self._unlink_entry(prefix + name)
-        version = record.get("version")
-        if type(version) is int:
-            state = read_state(self.paths, check_safety=False)
-            if state is not None and state.version < version:
-                write_atomic(self.paths.state, state_bytes(State(version, _now(), state.extra)),
-                             self.durability)
+        staged = record.get("state")
+        if isinstance(staged, str) and is_temp_name(staged) and os.sep not in staged:
+            # The new state.json was written before the commit was decided:
+            # applying it is a rename, so recovery needs no new space.
+            try:
+                replace(os.path.join(self.paths.root, staged), self.paths.state)
+            except FileNotFoundError:
+                pass  # renamed before the crash: already applied
+        else:
+            version = record.get("version")
+            if type(version) is int:  # a record written before state staging
+                state = read_state(self.paths, check_safety=False)
+                if state is not None and state.version < version:
+                    write_atomic(self.paths.state, state_bytes(State(version, _now(), state.extra)),
+                                 self.durability)
         if self.durability != "none":
             fsync_dir(self.paths.entries)
 
@@ -465,8 +478,12 @@ class DirectoryStore:
         """Write (or, with ``data=None``, delete) one entry.
 
         Invariant: the entry file is replaced by one rename; seq is odd from
-        before the temp file exists until after the rename.  *version* is
-        the current state.json version.  Returns ``(changed, seq before the
+        before the temp file exists until after the rename.  A write stages
+        the bumped ``state.json`` before its rename, so a full disk fails it
+        before anything is visible; a delete bumps after its unlink (which
+        frees space), and on a still-full disk leaves the bump to the next
+        commit rather than fail a delete that happened.  *version* is the
+        current state.json version.  Returns ``(changed, seq before the
         commit, store statistics after it or None when unknown)``.
         """
         target = self.entry_prefix + name
@@ -479,19 +496,33 @@ class DirectoryStore:
         stats = self._stats if self._stats is not None and self._stats.version == version else None
         try:
             _faults.hit("one:seq-odd")
+            staged: Optional[tuple[str, State]] = None
             if data is None:
                 removed = self._unlink_entry(target, old_size)
                 changed = removed >= 0
                 if changed and stats is not None:
                     stats.count -= 1
                     stats.bytes = max(0, stats.bytes - removed)
+                if changed and self.bump_version_on_write:
+                    try:
+                        staged = self._stage_state()
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                            raise
+                        _log.warning("disk full: deleted an entry of %s without bumping state.json's "
+                                     "version; reference readers may serve their cached copy until the "
+                                     "next commit", self.paths.root)
             else:
                 temp, old_size = self._write_temp(name, key, data)
                 _faults.hit("one:after-temp")
                 try:
+                    if self.bump_version_on_write:
+                        staged = self._stage_state()
                     replace(self.entry_prefix + temp, target)
                 except BaseException:
                     _unlink_quietly(self.entry_prefix + temp)
+                    if staged is not None:
+                        _unlink_quietly(staged[0])
                     raise
                 changed = True
                 if stats is not None:
@@ -500,10 +531,18 @@ class DirectoryStore:
             if changed and self.durability == "full":
                 fsync_dir(self.paths.entries)
             _faults.hit("one:after-rename")
-            if changed and self.bump_version_on_write:
-                new_state = self._bump_state()
+            if staged is not None:
+                # After the entry (the reference's order): a reader that saw
+                # the new version also sees the new entry.
+                try:
+                    replace(staged[0], self.paths.state)
+                except BaseException:
+                    _unlink_quietly(staged[0])
+                    raise
+                if self.durability == "full":
+                    fsync_dir(self.paths.root)
                 if stats is not None:
-                    stats.version = new_state.version
+                    stats.version = staged[1].version
         except BaseException:
             self._end(fd, odd, None)
             raise
@@ -521,6 +560,7 @@ class DirectoryStore:
         fd, odd = self._begin()
         decided = False
         temps: list[str] = []
+        temps_root: list[str] = []  # the staged state.json
         state = read_state(self.paths, check_safety=False)
         version = (state.version if state else 0) + 1
         stats = self._stats if self._stats is not None and state is not None \
@@ -548,7 +588,11 @@ class DirectoryStore:
                         stats.count += old_size < 0
                         stats.bytes = max(0, stats.bytes + len(data) - max(old_size, 0))
                     _faults.hit("multi:after-temp")
-            record = {"version": version, "renames": renames, "deletes": deletes}
+            staged = temp_name("state.json")
+            temps_root.append(staged)
+            write_new(os.path.join(self.paths.root, staged),
+                      state_bytes(State(version, _now(), state.extra if state else {})), self.durability)
+            record = {"version": version, "renames": renames, "deletes": deletes, "state": staged}
             write_atomic(self.paths.commit, _json.dumps(record), self.durability)
             decided = True
             _faults.hit("multi:after-record")
@@ -561,6 +605,8 @@ class DirectoryStore:
                 # Nothing visible happened: drop the temp files, close cleanly.
                 for temp in temps:
                     _unlink_quietly(self.entry_prefix + temp)
+                for temp in temps_root:
+                    _unlink_quietly(os.path.join(self.paths.root, temp))
                 self._end(fd, odd, None)
                 raise
             try:
@@ -580,11 +626,14 @@ class DirectoryStore:
         """The seq and stats files of a freshly built store (version 1)."""
         return {"seq": _SEQ.pack(0), "stats": Stats(count, size, 1).pack(0)}
 
-    def _bump_state(self) -> State:
+    def _stage_state(self) -> tuple[str, State]:
+        """The bumped state.json written to a temp file in sessions.d/
+        (renamed into place by the caller): ``(temp path, new state)``."""
         state = read_state(self.paths, check_safety=False)
         new = State(state.version + 1 if state else 1, _now(), state.extra if state else {})
-        write_atomic(self.paths.state, state_bytes(new), self.durability)
-        return new
+        temp = os.path.join(self.paths.root, temp_name("state.json"))
+        write_new(temp, state_bytes(new), self.durability)
+        return temp, new
 
 
 def _now() -> int:

@@ -30,6 +30,7 @@ sides at once.
 from __future__ import annotations
 
 import datetime
+import errno
 import itertools
 import json
 import logging
@@ -196,6 +197,7 @@ class ReferenceLockFile:
         self._template: Optional[str] = None
         self._template_ino = 0
         self._template_made = 0.0
+        self._warned_full = False
         self._mutex = threading.Lock()  # with the heartbeat
 
     # -- acquire / release ------------------------------------------------------
@@ -266,20 +268,54 @@ class ReferenceLockFile:
                             f".sessions.json.lock.sessionsd-{os.getpid()}-{next(_counter)}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         try:
-            os.write(fd, self._record_bytes())
-        finally:
+            data = self._record_bytes()
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        except BaseException:
             os.close(fd)
+            _unlink_quietly(path)
+            raise
+        os.close(fd)
         return path
 
-    def _fresh_template(self) -> str:
+    def _refresh_in_place(self, path: str) -> bool:
+        """Rewrite our (unlinked-as-lock) owner file's record in place: the
+        record has a fixed length for a process, so this needs no new space
+        (a full disk must not stop the lock).  False if that failed."""
+        try:
+            fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            data = self._record_bytes()
+            if os.fstat(fd).st_size != len(data) or os.pwrite(fd, data, 0) != len(data):
+                return False
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _fresh_template(self) -> Optional[str]:
+        """Our owner file with a young record; None when none can be written
+        (a full disk)."""
         now = time.monotonic()
+        if self._template is not None and now - self._template_made > TEMPLATE_MAX_AGE_S \
+                and self._refresh_in_place(self._template):
+            self._template_made = now
         if self._template is None or now - self._template_made > TEMPLATE_MAX_AGE_S:
             old = self._template
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self._template = self._write_owner_file()
-            self._template_ino = os.lstat(self._template).st_ino
+            try:
+                template = self._write_owner_file()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                return None
+            self._template = template
+            self._template_ino = os.lstat(template).st_ino
             self._template_made = now
-            _OWNER_FILES.add(self._template)
+            _OWNER_FILES.add(template)
             if old is not None:
                 _OWNER_FILES.discard(old)
                 _unlink_quietly(old)
@@ -289,6 +325,19 @@ class ReferenceLockFile:
 
     def _try_link(self) -> bool:
         template = self._fresh_template()
+        if template is None:
+            # No space for an owner record: hold the store by sessionsd's own
+            # exclusion alone, once no reference process holds it (a reference
+            # writer needs space to write too).
+            if os.path.lexists(self.path):
+                return False  # judged, waited for or reclaimed by the caller
+            if not self._warned_full:
+                self._warned_full = True
+                _log.warning("disk full: holding session store %s without the reference lock file "
+                             "(no space for its owner record)", self.path)
+            self._held_ino = None
+            return True
+        self._warned_full = False
         try:
             os.link(template, self.path)
         except FileExistsError:
