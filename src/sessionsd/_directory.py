@@ -424,7 +424,14 @@ class DirectoryStore:
         except FileNotFoundError:
             return -1
         if stat.S_ISLNK(info.st_mode):
-            raise UnsafeStoreError(f"refusing to replace a symlink at entry path: {path}", path)
+            raise UnsafeStoreError(
+                f"cannot write session {key!r}: its entry path {path} is a symlink, which this "
+                "store never replaces or follows; move it away", path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise UnsafeStoreError(
+                f"cannot write session {key!r}: its entry path {path} is {kind}; move it away "
+                "(`sessionsd check` lists what is in the way)", path)
         if self._is_case_insensitive():
             data = read_regular(path)
             if data is not None:
