@@ -1156,32 +1156,8 @@ def test_circular_entry_with_stdlib_json_fails_fast(base):
     assert SessionStore(base / "sessions.json").get("k") is None
 
 
-@pytest.mark.parametrize("json_backend", ["default", "stdlib"])
-@pytest.mark.parametrize("mode", ["fresh", "legacy", "directory"])
-def test_non_finite_floats_are_stored_as_null(base, request, mode, json_backend):
-    """Documented in sessionsd._json: NaN and infinities become null (as
-    JSON.stringify does); the file stays strict JSON."""
-    if json_backend == "stdlib":
-        request.getfixturevalue("stdlib_json")
-    store = make_store(mode, base)
-    entry = {"updatedAt": float("nan"), "a": float("inf"), "b": [float("-inf"), 1.5]}
-    store.put("floats", entry)
-    expected = {"updatedAt": None, "a": None, "b": [None, 1.5]}
-    assert store.get("floats") == expected
-    assert store.updated_at("floats") is None
-    assert SessionStore(base / "sessions.json", cache=False).load()["floats"] == expected
-
-    def strict(text):
-        raise AssertionError(f"non-standard JSON constant written: {text}")
-
-    for directory, _dirs, files in os.walk(base):
-        for name in files:
-            if name.endswith(".json") or name.startswith("session"):
-                with open(os.path.join(directory, name), "rb") as fh:
-                    json.loads(fh.read() or b"null", parse_constant=strict)
-    # update() with NaN is a stable no-op the second time (stored as null).
-    store.update(lambda s: s.__setitem__("floats", {**expected}))
-    assert store.get("floats") == expected
+# NaN and infinities are refused before anything is written (README):
+# tests/test_bad_values.py::test_non_finite_float_is_refused_before_anything_is_written.
 
 
 @pytest.mark.parametrize("mode", ["legacy", "directory"])
@@ -1253,19 +1229,33 @@ def test_five_megabyte_entry_round_trips(base, mode):
     assert_clean(base)
 
 
-def test_oversized_legacy_file_is_not_migrated(base):
+def _too_big(size: str, limit: str) -> str:
+    return (f"Legacy sessions.json is {size}, over the migration limit of {limit} set by "
+            "--max-bytes / max_bytes=; raise the limit or drop it (--max-bytes none, "
+            "max_bytes=None) to migrate the file.")
+
+
+def test_legacy_file_over_64_mib_is_read_and_refused_for_its_content_only(base):
+    """No size limit by default: a file over 64 MiB is read (streaming); this
+    one is refused because NUL bytes follow its object, and says so."""
     path = base / "sessions.json"
     with open(path, "wb") as fh:
         fh.write(b'{"a": {"updatedAt": 1}}')
-        fh.truncate(64 * 1024 * 1024 + 1)  # sparse: cheap to make, never read
+        fh.truncate(64 * 1024 * 1024 + 1)  # sparse: cheap to make
     info = os.stat(path)
     detection = sessionsd.detect(path)
     assert detection.status == "invalid_legacy"
-    assert "Legacy sessions.json exceeds the migration size limit." in detection.warnings
     assert detection.directory_active is False and detection.legacy_exists is True
+    [warning] = detection.warnings
+    assert warning.startswith("Failed to parse legacy sessions.json: unexpected byte 0x00 at byte 23 "
+                              "after the end of the top-level object; a file over 64 MiB is read as "
+                              "strict JSON only"), warning
     result = sessionsd.migrate(path)
-    assert result.outcome == "skipped_invalid"
-    assert "Legacy sessions.json exceeds the migration size limit." in result.warnings
+    assert result.outcome == "skipped_invalid" and result.warnings == detection.warnings
+    # A limit, when one is set, is checked first and named.
+    limited = [_too_big("64.0 MiB (67108865 bytes)", "64 MiB")]
+    assert sessionsd.detect(path, max_bytes=64 * 1024 * 1024).warnings == limited
+    assert sessionsd.migrate(path, max_bytes=64 * 1024 * 1024).warnings == limited
     after = os.stat(path)
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (info.st_ino, info.st_size, info.st_mtime_ns)
     assert sorted(n for n in os.listdir(base) if not is_lock_artifact(n)) == ["sessions.json"]
@@ -1278,7 +1268,7 @@ def test_legacy_file_over_a_small_max_bytes_is_not_migrated(base):
     limit = len(data) - 1
     detection = sessionsd.detect(path, max_bytes=limit)
     assert detection.status == "invalid_legacy"
-    assert "Legacy sessions.json exceeds the migration size limit." in detection.warnings
+    assert detection.warnings == [_too_big(f"{len(data)} bytes", f"{limit} bytes")]
     result = sessionsd.migrate(path, max_bytes=limit)
     assert result.outcome == "skipped_invalid" and result.backup_path is None
     assert path.read_bytes() == data and not (base / "sessions.d").exists()

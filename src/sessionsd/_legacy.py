@@ -20,19 +20,102 @@ from .errors import CorruptStoreError, InvalidKeyError
 __all__ = ["LegacySnapshot", "LegacyStore", "parse_legacy", "normalize_entries"]
 
 
+#: Legacy files up to this size that are neither JSON nor JSON with comments
+#: and trailing commas get the full JSON5 grammar (unquoted keys, single
+#: quotes, hex numbers ...).  Its pure-Python parser reads about 150 KB/s, so
+#: a larger file gets only the linear-time reader of comments and trailing
+#: commas -- what a person editing the file adds.
+JSON5_MAX_BYTES = 64 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_FAILED = object()
+
+
 def parse_legacy(data: bytes) -> tuple[Any, bool]:
-    """``(value, used_json5)``; raises ``ValueError`` when neither parses."""
+    """``(value, used_json5)``; raises ``ValueError`` saying why when *data*
+    is neither JSON nor JSON5.
+
+    Time stays linear in the size, whatever the data: strict JSON first; the
+    same without comments and trailing commas (a linear pre-pass, then the
+    strict parser again) only when the strict parser stopped at one; the
+    full, pure-Python JSON5 parser only for files up to ``JSON5_MAX_BYTES``
+    and never for a truncated one (no JSON5 syntax closes an object the file
+    ends inside).  Nesting deeper than a parser allows is reported as such,
+    never as ``RecursionError``.
+    JSON5 ``NaN`` and infinities read as ``None``: what the reference writes
+    for them, and what a later save could write back.
+    """
     try:
         return _json.loads(data), False
-    except ValueError as strict_error:
+    except ValueError as exc:
+        error = exc
+    kind, offset = _json.decode_error(error, data)
+    detail = str(error)
+    if kind == "syntax" and offset is not None and _json5_extras_at(data, offset):
+        cleaned = _json.strip_comments_and_trailing_commas(data)
+        if cleaned is None:
+            raise ValueError(f"not JSON ({error}), and with more than {_json.MAX_REMOVALS} "
+                             "comments and trailing commas, more than are read") from None
         try:
-            import json5
-        except ImportError:  # pragma: no cover - json5 is a dependency
-            raise strict_error from None
-        try:
-            return json5.loads(data.decode("utf-8")), True
-        except (ValueError, UnicodeDecodeError):
-            raise strict_error from None
+            return _json.loads(cleaned), True
+        except ValueError as exc:
+            kind, _offset = _json.decode_error(exc, cleaned)
+            detail = f"{exc}, once its comments and trailing commas are removed"
+    if kind == "depth":
+        raise ValueError(f"nesting too deep: arrays and objects nested deeper than the JSON parser "
+                         f"allows ({detail})") from None
+    if kind == "truncated":
+        raise ValueError(f"the file ends inside the JSON document, so it looks truncated "
+                         f"({detail})") from None
+    if len(data) <= JSON5_MAX_BYTES:
+        value = _parse_json5(data)
+        if value is not _FAILED:
+            return value, True
+        raise ValueError(f"neither JSON nor JSON5: {detail}") from None
+    raise ValueError(
+        f"not JSON: {detail}; comments and trailing commas are read at any size, other JSON5 "
+        f"syntax only in files up to {JSON5_MAX_BYTES // 1024} KiB"
+    ) from None
+
+
+def _json5_extras_at(data: bytes, offset: int) -> bool:
+    """Whether the strict parser stopped where a comment, a trailing comma or
+    a byte order mark -- what the pre-pass removes -- could be the reason."""
+    if offset == 0 and data.startswith(_BOM):
+        return True
+    rest = data[offset:offset + 256].lstrip(b" \t\r\n")
+    if not rest and offset + 256 < len(data):
+        rest = data[offset:].lstrip(b" \t\r\n")
+    return rest[:1] in (b"/", b",", b"]", b"}")
+
+
+def _json5_constant(name: str) -> None:
+    return None  # NaN, Infinity, -Infinity: JSON.stringify writes null
+
+
+def _json5_float(text: str) -> Optional[float]:
+    value = float(text)
+    return value if value - value == 0.0 else None  # 1e999 -> Infinity -> null
+
+
+def _parse_json5(data: bytes) -> Any:
+    """The value of *data* as full JSON5, or ``_FAILED``; raises the nesting
+    error when the (recursive) JSON5 parser runs out of stack."""
+    try:
+        import json5
+    except ImportError:  # pragma: no cover - json5 is a dependency
+        return _FAILED
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _FAILED
+    try:
+        return json5.loads(text, parse_constant=_json5_constant, parse_float=_json5_float)
+    except RecursionError:
+        raise ValueError("nesting too deep: arrays and objects nested deeper than the JSON5 "
+                         "parser allows") from None
+    except ValueError:
+        return _FAILED
 
 
 def _updated_at(entry: dict) -> float:
@@ -46,17 +129,26 @@ def normalize_entries(source: dict, normalize: Callable[[Any], str]
                       ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
     """Normalise keys of a legacy object store.
 
-    Non-object entries and keys that are invalid, empty or blocked after
-    normalisation are dropped (and listed); case variants of one key collapse
-    to the entry with the greatest ``updatedAt`` (ties: the later one wins).
+    No session is dropped for its value: a value that is not a JSON object
+    (an array, a string, a number, ``null``) becomes the document
+    ``{"sessionKey": key, "entry": value}`` -- exactly what the reference
+    reader returns for such a session once migrated, so both
+    implementations, and both modes, read the same value.  Keys that are
+    invalid, empty or blocked after normalisation are listed as dropped
+    (they cannot be stored under any name); case variants of one key
+    collapse to the entry with the greatest ``updatedAt`` (ties: the later
+    one wins), the others listed.
     """
     result: dict[str, dict] = {}
     origin: dict[str, str] = {}
     dropped: list[tuple[str, str]] = []
     for raw_key, entry in source.items():
         if not isinstance(entry, dict):
-            dropped.append((raw_key, "entry is not a JSON object"))
-            continue
+            try:
+                wrapped_key = normalize(raw_key)
+            except InvalidKeyError:
+                wrapped_key = raw_key
+            entry = {"sessionKey": wrapped_key, "entry": entry}
         try:
             key = normalize(raw_key)
         except InvalidKeyError:

@@ -25,6 +25,7 @@ __all__ = [
     "StoreLockTimeout",
     "StoreClosedError",
     "CorruptStoreError",
+    "DamagedStoreError",
 ]
 
 
@@ -83,14 +84,18 @@ class KeyCollisionError(SessionsdError, ValueError):
 
 
 class InvalidEntryError(SessionsdError, ValueError):
-    """An entry is not a JSON object, or cannot be serialised as JSON."""
+    """An entry is not a JSON object, or cannot be serialised as JSON (a
+    set, bytes, a cycle, NaN ...).  ``key`` is the session key; ``field``
+    the path of the offending value inside the entry (``"stats.ratio"``,
+    ``"tags[0]"``) when one is to blame, else ``None``."""
 
-    def __init__(self, message: str, key: object = None) -> None:
+    def __init__(self, message: str, key: object = None, field: object = None) -> None:
         super().__init__(message)
         self.key = key
+        self.field = field
 
     def __reduce__(self):
-        return (type(self), (self.args[0], self.key))
+        return (type(self), (self.args[0], self.key, self.field))
 
 
 class UnsafeStoreError(SessionsdError, PermissionError):
@@ -136,6 +141,25 @@ class CorruptStoreError(SessionsdError, ValueError):
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
         self.path = path
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.path))
+
+
+class DamagedStoreError(SessionsdError):
+    """``sessions.d`` holds sessions but is not an active store (its
+    ``state.json`` is missing, invalid or of the wrong kind), so a write or
+    migration would bury them: a new legacy file would hide them and the
+    next migration would move them aside.  Nothing is written;
+    ``sessionsd check --fix PATH`` repairs what is safe to repair.  ``path``
+    names the damaged ``sessions.d``."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.path))
