@@ -12,7 +12,7 @@ two formulations to the same accepted set.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
 from libc.errno cimport errno
-from libc.stdlib cimport free
+from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy
 
 import os
@@ -468,8 +468,10 @@ cdef Py_ssize_t _settle(const char* s, Py_ssize_t n, const char* key, Py_ssize_t
     if end > i:
         if s[i] != 44:  # ',': another field follows updatedAt
             return 0
-        # Every line up to the end is indented >= 4; none at exactly 4 is
-        # another "updatedAt".
+        # Every line up to the end is indented >= 4; none, at any indent,
+        # is another "updatedAt" field (a duplicate at the entry's level,
+        # whatever its indent, would be the one JSON parsers keep; a nested
+        # one only costs the full parse).
         p = i
         while True:
             q = <const char*>memchr(s + p, 10, <size_t>(end - p))
@@ -478,9 +480,11 @@ cdef Py_ssize_t _settle(const char* s, Py_ssize_t n, const char* key, Py_ssize_t
             p = q - s
             if p + 5 > end or memcmp(s + p + 1, b"    ", 4) != 0:
                 return 0
-            if p + 17 <= end and memcmp(s + p + 5, b'"updatedAt":', 12) == 0:
-                return 0
             p += 5
+            while p < end and s[p] == 32:
+                p += 1
+            if p + 12 <= end and memcmp(s + p, b'"updatedAt":', 12) == 0:
+                return 0
     value[0] = -v if negative else v
     return 1
 
@@ -568,6 +572,286 @@ cdef bint _same_json(object a, object b) except -1:
 
 def same_json(a, b):
     return _same_json(a, b)
+
+
+# -- splitting the legacy sessions.json into its members ---------------------------------
+# (the rules and the state machine are the twin's; this one walks the bytes
+# of a window with the GIL released)
+
+SPLIT_MAX_DEPTH = _twin.SPLIT_MAX_DEPTH
+SplitError = _twin.SplitError
+
+cdef enum:
+    S_START, S_FIRST_KEY, S_KEY, S_IN_KEY, S_COLON, S_VALUE, S_IN_STRING, S_IN_CONTAINER
+    S_IN_NESTED_STRING, S_IN_SCALAR, S_AFTER_VALUE, S_END
+
+cdef enum:
+    E_NONE, E_NOMEM, E_COMMA, E_DEPTH, E_VALUE, E_COLON, E_KEY, E_KEY_OR_END, E_NOT_OBJECT
+    E_TRAILING
+
+cdef tuple _ERROR_KINDS = ("", "", "comma", "depth", "value", "colon", "key", "key_or_end",
+                            "not_object", "trailing")
+
+# 1: JSON whitespace; 2: ends a scalar (whitespace and , : [ ] { } ")
+cdef unsigned char _SPLIT_CLASS[256]
+for _i in range(256):
+    _SPLIT_CLASS[_i] = 0
+for _i in b" \t\n\r":
+    _SPLIT_CLASS[_i] = 3
+for _i in b',:[]{}"':
+    _SPLIT_CLASS[_i] = 2
+
+
+cdef class ObjectSplitter:
+    """Splits one top-level JSON object, fed in chunks, into its members.
+
+    Call :meth:`scan` with consecutive windows of the input: *data* holds the
+    input's bytes from absolute offset *offset* on, and must cover every
+    byte from :attr:`keep_from` to where the previous window ended (more is
+    fine).  It returns ``(key_start, key_end, value_start, value_end)`` for
+    each member completed in this window -- absolute offsets; the key span
+    is the string token, quotes included -- and raises :class:`SplitError`
+    (a ``ValueError``) at the first byte that cannot belong to one object.
+    Pass ``final=True`` with the last window: the input ends there.
+    """
+
+    cdef readonly Py_ssize_t max_depth
+    cdef int _mode
+    cdef bint _escape        # the window ended right after a backslash in a string
+    cdef Py_ssize_t _depth
+    cdef Py_ssize_t _position
+    cdef Py_ssize_t _member_start
+    cdef Py_ssize_t _key_end
+    cdef Py_ssize_t _value_start
+    cdef bint _done
+    cdef object _error
+
+    def __init__(self, Py_ssize_t max_depth=SPLIT_MAX_DEPTH):
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, not {max_depth}")
+        self.max_depth = max_depth
+        self._mode = S_START
+        self._escape = False
+        self._depth = 0
+        self._position = 0
+        self._member_start = -1
+        self._key_end = -1
+        self._value_start = -1
+        self._done = False
+        self._error = None
+
+    @property
+    def keep_from(self):
+        """The first absolute offset the next window must still hold."""
+        return self._member_start if self._member_start >= 0 else self._position
+
+    @property
+    def finished(self):
+        """Whether the final window was scanned without an error."""
+        return self._done
+
+    def scan(self, data, Py_ssize_t offset, bint final=False):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"scan() needs bytes, bytearray or memoryview, not {type(data).__name__}")
+        cdef const unsigned char[::1] view = data
+        cdef const unsigned char* p = NULL
+        cdef Py_ssize_t n = view.shape[0]
+        cdef Py_ssize_t keep = self._member_start if self._member_start >= 0 else self._position
+        cdef Py_ssize_t i
+        cdef Py_ssize_t* out = NULL
+        cdef Py_ssize_t* grown
+        cdef Py_ssize_t count = 0, capacity = 0, k
+        cdef int mode, err = E_NONE, err_byte = -1
+        cdef Py_ssize_t depth, max_depth = self.max_depth, err_at = 0
+        cdef Py_ssize_t member_start, key_end, value_start
+        cdef bint escape
+        cdef unsigned char c
+        if offset < 0 or keep - offset < 0 or self._position - offset > n:
+            raise ValueError(f"scan() needs the data from byte {keep} on; "
+                             f"got bytes {offset} to {offset + n}")
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            raise ValueError("scan() after the final window")
+        if n:
+            p = &view[0]
+        i = self._position - offset
+        mode, depth, escape = self._mode, self._depth, self._escape
+        member_start, key_end, value_start = self._member_start, self._key_end, self._value_start
+        with nogil:
+            while True:
+                if escape:  # the byte after a backslash that ended the last window
+                    if i >= n:
+                        break
+                    i += 1
+                    escape = False
+                if mode == S_IN_CONTAINER:
+                    while i < n:
+                        c = p[i]
+                        if c == 0x22:
+                            break
+                        if c == 0x7B or c == 0x5B:
+                            depth += 1
+                            if depth >= max_depth:
+                                err = E_DEPTH
+                                err_at = i
+                                break
+                        elif c == 0x7D or c == 0x5D:
+                            depth -= 1
+                            if depth == 0:
+                                break
+                        i += 1
+                    if err or i >= n:
+                        break
+                    i += 1
+                    if c == 0x22:
+                        mode = S_IN_NESTED_STRING
+                    else:  # the value's last bracket
+                        if count + 4 > capacity:
+                            capacity = capacity * 2 + 64
+                            grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
+                            if grown == NULL:
+                                err = E_NOMEM
+                                break
+                            out = grown
+                        out[count] = member_start
+                        out[count + 1] = key_end
+                        out[count + 2] = value_start
+                        out[count + 3] = offset + i
+                        count += 4
+                        member_start = -1
+                        mode = S_AFTER_VALUE
+                elif mode == S_IN_STRING or mode == S_IN_KEY or mode == S_IN_NESTED_STRING:
+                    while i < n:
+                        c = p[i]
+                        if c == 0x22:
+                            break
+                        if c == 0x5C:
+                            if i + 1 >= n:
+                                escape = True
+                                i = n
+                                break
+                            i += 2
+                        else:
+                            i += 1
+                    if i >= n:
+                        break
+                    i += 1
+                    if mode == S_IN_NESTED_STRING:
+                        mode = S_IN_CONTAINER
+                    elif mode == S_IN_KEY:
+                        key_end = offset + i
+                        mode = S_COLON
+                    else:
+                        if count + 4 > capacity:
+                            capacity = capacity * 2 + 64
+                            grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
+                            if grown == NULL:
+                                err = E_NOMEM
+                                break
+                            out = grown
+                        out[count] = member_start
+                        out[count + 1] = key_end
+                        out[count + 2] = value_start
+                        out[count + 3] = offset + i
+                        count += 4
+                        member_start = -1
+                        mode = S_AFTER_VALUE
+                elif mode == S_IN_SCALAR:
+                    while i < n and not (_SPLIT_CLASS[p[i]] & 2):
+                        i += 1
+                    if i >= n and not final:
+                        break
+                    if count + 4 > capacity:
+                        capacity = capacity * 2 + 64
+                        grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
+                        if grown == NULL:
+                            err = E_NOMEM
+                            break
+                        out = grown
+                    out[count] = member_start
+                    out[count + 1] = key_end
+                    out[count + 2] = value_start
+                    out[count + 3] = offset + i
+                    count += 4
+                    member_start = -1
+                    mode = S_AFTER_VALUE
+                else:
+                    # The structural states: whitespace first, then one byte.
+                    while i < n and (_SPLIT_CLASS[p[i]] & 1):
+                        i += 1
+                    if i >= n:
+                        break
+                    c = p[i]
+                    if mode == S_AFTER_VALUE:
+                        if c == 0x2C:
+                            mode = S_KEY
+                        elif c == 0x7D:
+                            mode = S_END
+                        else:
+                            err = E_COMMA
+                    elif mode == S_VALUE:
+                        value_start = offset + i
+                        if c == 0x22:
+                            mode = S_IN_STRING
+                        elif c == 0x7B or c == 0x5B:
+                            depth = 1
+                            mode = S_IN_CONTAINER
+                            if depth >= max_depth:
+                                err = E_DEPTH
+                        elif c == 0x2C or c == 0x3A or c == 0x5D or c == 0x7D:
+                            err = E_VALUE
+                        else:
+                            mode = S_IN_SCALAR
+                    elif mode == S_COLON:
+                        if c == 0x3A:
+                            mode = S_VALUE
+                        else:
+                            err = E_COLON
+                    elif mode == S_KEY or mode == S_FIRST_KEY:
+                        if c == 0x22:
+                            member_start = offset + i
+                            mode = S_IN_KEY
+                        elif c == 0x7D and mode == S_FIRST_KEY:
+                            mode = S_END
+                        else:
+                            err = E_KEY if mode == S_KEY else E_KEY_OR_END
+                    elif mode == S_START:
+                        if c == 0x7B:
+                            mode = S_FIRST_KEY
+                        else:
+                            err = E_NOT_OBJECT
+                    else:  # S_END
+                        err = E_TRAILING
+                    if err:
+                        err_at = i
+                        err_byte = c
+                        break
+                    i += 1
+        self._mode, self._depth, self._escape = mode, depth, escape
+        self._position = offset + i
+        self._member_start, self._key_end, self._value_start = member_start, key_end, value_start
+        try:
+            if err == E_NOMEM:
+                raise MemoryError()
+            if err:
+                if err == E_DEPTH:
+                    err_byte = -1
+                self._error = _twin._split_error(_ERROR_KINDS[err], offset + err_at,
+                                                 err_byte, max_depth)
+                raise self._error
+            members = [(out[k], out[k + 1], out[k + 2], out[k + 3]) for k in range(0, count, 4)]
+        finally:
+            free(out)
+        if final:
+            if mode == S_START:
+                self._error = _twin._split_error("empty", offset + n)
+                raise self._error
+            if mode != S_END or escape:
+                self._error = _twin._split_error("truncated", offset + n)
+                raise self._error
+            self._done = True
+        return members
 
 
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",

@@ -82,6 +82,17 @@ class Directory:
     def summary_cached(self):
         return self.store.summary()
 
+    # Listings of a fresh store object (no sessionsd cache): the listing
+    # index is read from disk each time, as a process that just started does.
+    def keys(self):
+        return SessionStore(self.path, cache=False).keys()
+
+    def count(self):
+        return len(SessionStore(self.path, cache=False))
+
+    def recent(self, limit=50, offset=0):
+        return SessionStore(self.path, cache=False).recent(limit, offset)
+
     def close(self):
         self.store.close()
 
@@ -135,6 +146,15 @@ class Legacy:
 
     def summary_cached(self):
         return self.cached_reader.summary()
+
+    def keys(self):
+        return self.reader.keys()
+
+    def count(self):
+        return len(self.reader)
+
+    def recent(self, limit=50, offset=0):
+        return self.reader.recent(limit, offset)
 
     def load_raw(self):
         """The monolith's floor: read and parse the file, nothing else."""
@@ -221,6 +241,36 @@ class Floor:
         pass
 
 
+class SqliteFresh:
+    """SQLite as a process that just started uses it: a new connection per
+    call (the listings' counterpart of a fresh ``SessionStore``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _run(self, method: str, *args):
+        db = SqliteSessions(self.path)
+        try:
+            return getattr(db, method)(*args)
+        finally:
+            db.close()
+
+    def summary(self):
+        return self._run("summary")
+
+    def keys(self):
+        return self._run("keys")
+
+    def count(self):
+        return self._run("count")
+
+    def recent(self, limit=50, offset=0):
+        return self._run("recent", limit, offset)
+
+    def close(self):
+        pass
+
+
 def open_backend(kind: str, path: str, durability: str = "none"):
     """A backend by name: ``directory``, ``legacy``, ``sqlite``, ``floor``."""
     if kind == "directory":
@@ -231,6 +281,8 @@ def open_backend(kind: str, path: str, durability: str = "none"):
         return Legacy(path, durability)
     if kind == "sqlite":
         return SqliteSessions(path, SQLITE_SYNC[durability])
+    if kind == "sqlite-fresh":
+        return SqliteFresh(path)
     if kind == "floor":
         return Floor(path, durability)
     raise ValueError(f"unknown backend {kind!r}")

@@ -32,25 +32,37 @@ OPERATIONS = {
     "get": "get(key): one entry",
     "load": "load(): every session (cold = fresh process; cached = store kept open)",
     "summary": "summary(): lastChannel/lastTo/updatedAt of every session",
+    "keys": "keys(): every session key",
+    "len": "len(store): the number of sessions",
+    "recent": "recent(50): the 50 most recently updated sessions (sqlite: ORDER BY updated_at DESC, key LIMIT 50, "
+              "indexed)",
+    "index_repair": "first listing after a foreign writer rewrote 1% of the sessions (`directory-repair`) vs after "
+                    "the listing index was deleted (`directory-rebuild`: every file read)",
     "put": "put(key, entry) replacing an entry, durability none (sqlite synchronous=NORMAL)",
     "put_file": "put, durability file (fsync the file before the rename)",
     "put_full": "put, durability full (fsync file and directory; sqlite synchronous=FULL)",
     "patch": "patch(key, fields): read-modify-write under the lock",
     "delete_recreate": "delete(key) then put(key, entry)",
     "migration": "migrate(): legacy sessions.json to sessions.d/",
+    "migration_process": "migrate() in a fresh process per round (bench/test_migration_bench.py): time; "
+                         "its peak RSS is under Targets",
     "put_new_session_at_cap": "put of a new session into a store at its cap: maintenance enforce (evicts "
                               "the oldest) vs off; durability none, small entries (bench/test_cap_bench.py); "
                               "`floor` creates the file, `floor-evict` also unlinks one",
     "concurrent_writers": "N processes putting disjoint keys at once",
 }
 #: Column order of the backends.
-BACKENDS = ["directory", "directory-twin", "directory-solo", "directory-solo-twin", "directory-cached", "directory-cached-twin", "directory-off",
-            "directory-enforce", "sqlite", "legacy", "legacy-cached", "legacy-parse", "floor", "floor-evict",
+BACKENDS = ["directory", "directory-twin", "directory-noindex", "directory-noindex-twin",
+            "directory-repair", "directory-repair-twin", "directory-rebuild", "directory-rebuild-twin",
+            "directory-solo", "directory-solo-twin", "directory-cached", "directory-cached-twin", "directory-off",
+            "directory-enforce", "sqlite", "sqlite-fresh", "legacy", "legacy-cached", "legacy-parse", "floor", "floor-evict",
             "compiled", "python", "stdlib"]
 #: Named baselines: (column title, numerator, denominator).  A value is a
 #: ratio of medians (times): below 1 the numerator is faster.
 RATIOS = [
     ("directory ÷ sqlite", "directory", "sqlite"),
+    ("directory ÷ sqlite-fresh", "directory", "sqlite-fresh"),
+    ("index ÷ no index", "directory", "directory-noindex"),
     ("directory ÷ floor", "directory", "floor"),
     ("mixed ÷ sessionsd-only", "directory", "directory-solo"),
     ("sessionsd-only ÷ sqlite", "directory-solo", "sqlite"),
@@ -155,6 +167,44 @@ def targets(by_op: dict, codec: dict[str, dict[str, dict[str, Any]]]) -> list[li
         if "directory" in row and "floor" in row:
             value = _ratio(row["directory"], row["floor"])
             add("migration: migrate() ÷ floor", f"{size:,}", value, "≤ 1.5× (realistic 10k)", value <= 1.5)
+    # The listing index (issue 13).
+    for op in ("summary", "keys", "len", "recent"):
+        for size, row in sorted(by_op.get(op, {}).items()):
+            for den, note in (("sqlite", "open connection"), ("sqlite-fresh", "new connection per call")):
+                if "directory" in row and den in row:
+                    value = _ratio(row["directory"], row[den])
+                    add(f"{op}: directory (fresh store object) ÷ {den} ({note})", f"{size:,}", value, "≤ 2×",
+                        value <= 2.0)
+    for op in ("put", "put_file"):
+        for size, row in sorted(by_op.get(op, {}).items()):
+            if "directory" in row and "directory-noindex" in row:
+                value = _ratio(row["directory"], row["directory-noindex"])
+                add(f"{op}: index kept ÷ no index", f"{size:,}", value, "≤ 1.10×", value <= 1.10)
+    for size, row in sorted(by_op.get("load", {}).items()):
+        if "directory" in row and "legacy-parse" in row:
+            value = _ratio(row["directory"], row["legacy-parse"])
+            small = row["directory"]["extra"].get("entries") == "small"
+            limit = 2.0 if small else 1.0
+            add(f"cold load(): directory ÷ legacy parse ({'small' if small else 'realistic'} entries)",
+                f"{size:,}", value, f"≤ {limit:g}×", value <= limit)
+    for size, row in sorted(by_op.get("index_repair", {}).items()):
+        if "directory-repair" in row and "directory-rebuild" in row:
+            value = _ratio(row["directory-repair"], row["directory-rebuild"])
+            add("index repair after 1% foreign writes ÷ full rebuild", f"{size:,}", value, "≤ 0.10×", value <= 0.10)
+    for size, row in sorted(by_op.get("migration_process", {}).items()):
+        if "directory" in row and "floor" in row:
+            value = _ratio(row["directory"], row["floor"])
+            add("migration (own process): migrate() ÷ floor", f"{size:,}", value, "≤ 1.5× (realistic 10k)",
+                value <= 1.5)
+            ours, floor = row["directory"]["extra"], row["floor"]["extra"]
+            add(f"migration peak RSS: migrate() ÷ floor ({ours['peak_rss_bytes'] / 2**20:,.0f} ÷ "
+                f"{floor['peak_rss_bytes'] / 2**20:,.0f} MiB)", f"{size:,}",
+                ours["peak_rss_bytes"] / floor["peak_rss_bytes"], "(lower is better)", None)
+        for backend in ("directory", "directory-twin"):
+            if backend in row:
+                extra = row[backend]["extra"]
+                add(f"migration peak RSS ÷ legacy file size ({backend})", f"{size:,}",
+                    extra["peak_rss_per_legacy_byte"], "bounded: ≪ 1× for big files", None)
     cap = by_op.get("put_new_session_at_cap", {})
     for size, row in sorted(cap.items()):
         if "directory-enforce" in row and "directory-off" in row:

@@ -25,11 +25,14 @@
 # and the benchmark tools (pytest, pytest-benchmark, matplotlib); then runs,
 # against the installed package (never src/):
 #   1. pass "compiled" (extension required): bench/test_store_bench.py with
-#      every backend (directory, sqlite, legacy, floors), bench/test_cap_bench.py
+#      every backend (directory, sqlite, legacy, floors),
+#      bench/test_migration_bench.py (migration in a process of its own per
+#      round: time and peak RSS, against the floor), bench/test_cap_bench.py
 #      (put at the maintenance cap, always 1k and 10k small entries) and
 #      bench/test_codec_bench.py (codec: compiled vs twin vs stdlib);
 #   2. pass "twin" (SESSIONSD_NO_EXTENSIONS=1, a separate process, so the
-#      twin runs end to end): bench/test_store_bench.py, directory store only;
+#      twin runs end to end): bench/test_store_bench.py and
+#      bench/test_migration_bench.py, directory store only;
 # and writes bench/results/<timestamp>/: compiled.json and twin.json
 # (pytest-benchmark JSON), their logs, run-meta.json, report.md (by
 # bench/report.py), latency.svg/.png and writers.svg/.png.  Stores are built
@@ -178,8 +181,8 @@ pass_env() {  # the environment of a pass
 
 pass_files() {  # the benchmark files of a pass
   case "$1" in
-    compiled) echo "test_store_bench.py test_cap_bench.py test_codec_bench.py" ;;
-    twin) echo "test_store_bench.py" ;;
+    compiled) echo "test_store_bench.py test_migration_bench.py test_cap_bench.py test_codec_bench.py" ;;
+    twin) echo "test_store_bench.py test_migration_bench.py" ;;
   esac
 }
 

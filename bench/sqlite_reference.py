@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_updated_at ON sessions(updated_at);
+-- The most-recent listing (ORDER BY updated_at DESC, key) walks this index.
+CREATE INDEX IF NOT EXISTS sessions_recent ON sessions(updated_at DESC, key);
 """
 
 
@@ -84,3 +86,15 @@ class SqliteSessions:
     def summary(self) -> dict:
         return {k: {"lastChannel": c, "lastTo": t, "updatedAt": u} for k, u, c, t in
                 self.cursor.execute("SELECT key, updated_at, last_channel, last_to FROM sessions")}
+
+    def keys(self) -> list:
+        return [k for (k,) in self.cursor.execute("SELECT key FROM sessions")]
+
+    def count(self) -> int:
+        return self.cursor.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    def recent(self, limit: int = 50, offset: int = 0) -> list:
+        """sessionsd's recent(): updated_at descending, ties by key."""
+        return [(k, {"lastChannel": c, "lastTo": t, "updatedAt": u}) for k, u, c, t in self.cursor.execute(
+            "SELECT key, updated_at, last_channel, last_to FROM sessions "
+            "ORDER BY updated_at DESC, key LIMIT ? OFFSET ?", (limit, offset))]

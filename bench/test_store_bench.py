@@ -26,6 +26,7 @@ call per round) and never asserted.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -39,8 +40,9 @@ from typing import Any
 import pytest
 
 import sessionsd
-from sessionsd import SessionStore, _json, datagen
+from sessionsd import SessionStore, _json, datagen, index
 from sessionsd._documents import encode_document
+from sessionsd._layout import StorePaths
 
 from backends import SQLITE_SYNC, Directory, Floor, Legacy, open_backend, summarize
 from sqlite_reference import SqliteSessions
@@ -114,6 +116,8 @@ class World:
         not build them for nothing."""
         if kind == "legacy":
             return self.legacy
+        if kind == "sqlite-fresh":
+            kind = "sqlite"
         if kind != "sqlite":
             return self.directory
         if durability not in self.sqlite:
@@ -248,18 +252,68 @@ def test_load(benchmark, record, world, backend_of, backend):
     note(record, world, backend, result == world.data)
 
 
-@pytest.mark.parametrize("backend", ["directory", "directory-cached", "sqlite", "legacy", "legacy-cached"],
-                         ids=label)
+@pytest.mark.parametrize("backend", ["directory", "directory-cached", "sqlite", "sqlite-fresh", "legacy",
+                                     "legacy-cached"], ids=label)
 def test_summary(benchmark, record, world, backend_of, backend):
     skip_unless_selected(backend)
     group(benchmark, "summary", world)
     kind, _, variant = backend.partition("-")
+    if variant == "fresh":
+        kind = backend
     store = backend_of(kind)
+    _ready(world, kind)
     fn = store.summary_cached if variant == "cached" else store.summary
     if variant == "cached":
         fn()  # fill the cache first, as in test_load
     result = slow(benchmark, fn)
     note(record, world, backend, result == summarize(world.data))
+
+
+# -- listings: the listing index (sessionsd.index) vs SQLite ------------------------------
+# The directory backend answers from a fresh SessionStore (cache=False): the
+# index is read from disk on every call, as by a process that just started.
+# Its index is built (untimed) before the first round.
+
+def _ready(world, backend: str) -> None:
+    if backend == "directory":
+        SessionStore(world.directory).summary()
+
+
+def _recent_of(data: dict, limit: int = 50) -> list:
+    order = sorted(data, key=lambda key: (-index.age(data[key].get("updatedAt")), key))
+    return [(key, summarize({key: data[key]})[key]) for key in order[:limit]]
+
+
+@pytest.mark.parametrize("backend", ["directory", "sqlite", "sqlite-fresh", "legacy"], ids=label)
+def test_keys(benchmark, record, world, backend_of, backend):
+    skip_unless_selected(backend)
+    group(benchmark, "keys", world)
+    store = backend_of(backend)
+    _ready(world, backend)
+    result = slow(benchmark, store.keys)
+    note(record, world, backend, len(result) == world.size and set(result) == set(world.data))
+
+
+@pytest.mark.parametrize("backend", ["directory", "sqlite", "sqlite-fresh", "legacy"], ids=label)
+def test_len(benchmark, record, world, backend_of, backend):
+    skip_unless_selected(backend)
+    group(benchmark, "len", world)
+    store = backend_of(backend)
+    _ready(world, backend)
+    note(record, world, backend, slow(benchmark, store.count) == world.size)
+
+
+@pytest.mark.parametrize("backend", ["directory", "sqlite", "sqlite-fresh", "legacy"], ids=label)
+def test_recent(benchmark, record, world, backend_of, backend):
+    """The 50 most recently updated sessions (sqlite: ORDER BY updated_at
+    DESC, key LIMIT 50 on an index of those columns)."""
+    skip_unless_selected(backend)
+    group(benchmark, "recent", world, "most recent 50")
+    store = backend_of(backend)
+    _ready(world, backend)
+    result = slow(benchmark, lambda: store.recent(50)) if backend == "legacy" else hot(
+        benchmark, lambda: store.recent(50), rounds=HOT_ROUNDS // 2)
+    note(record, world, backend, result == _recent_of(world.data))
 
 
 # -- single-entry writes ------------------------------------------------------------------
@@ -281,7 +335,17 @@ def _reread(world, backend: str, durability: str, key: str):
 def _put(benchmark, record, world, backend_of, backend, durability, slot):
     key = world.slots[slot]
     entry = {**world.data[key], "updatedAt": 1_900_000_000_000 + slot}
+    no_index = backend == "directory-noindex"
+    if no_index:
+        # The same store without a listing index: a put then skips the journal.
+        index.remove(StorePaths.from_store_path(world.directory).root)
+        backend = "directory"
+    elif backend.startswith("directory"):
+        _ready(world, "directory")
     store = backend_of(backend, durability)
+    if no_index:
+        assert not os.path.exists(store.store._dir.journal_path)
+        backend = "directory-noindex"
     if backend == "legacy":
         slow(benchmark, lambda: store.put(key, entry))
     elif durability == "none":
@@ -289,6 +353,9 @@ def _put(benchmark, record, world, backend_of, backend, durability, slot):
     else:
         hot(benchmark, lambda: store.put(key, entry), rounds=FSYNC_ROUNDS)
     correct = _reread(world, backend, durability, key) == entry
+    if backend.startswith("directory"):
+        # The index kept by the puts (or rebuilt after the index-less ones) is right.
+        correct = correct and SessionStore(world.directory, cache=False).summary()[key] == summarize({key: entry})[key]
     note(record, world, backend, correct, durability=durability, entry_bytes=world.entry_bytes(key),
          **({"sqlite_synchronous": "NORMAL" if durability == "none" else "FULL"} if backend == "sqlite" else {}))
 
@@ -296,7 +363,7 @@ def _put(benchmark, record, world, backend_of, backend, durability, slot):
 WRITE_BACKENDS = ["directory", "directory-solo", "sqlite", "legacy", "floor"]
 
 
-@pytest.mark.parametrize("backend", WRITE_BACKENDS, ids=label)
+@pytest.mark.parametrize("backend", ["directory", "directory-noindex"] + WRITE_BACKENDS[1:], ids=label)
 def test_put(benchmark, record, world, backend_of, backend):
     """Replace one entry, durability ``none`` (rename-atomic; sqlite
     ``synchronous=NORMAL``)."""
@@ -305,7 +372,8 @@ def test_put(benchmark, record, world, backend_of, backend):
     _put(benchmark, record, world, backend_of, backend, "none", 0)
 
 
-@pytest.mark.parametrize("backend", ["directory", "directory-solo", "legacy", "floor"], ids=label)
+@pytest.mark.parametrize("backend", ["directory", "directory-noindex", "directory-solo", "legacy", "floor"],
+                         ids=label)
 def test_put_file(benchmark, record, world, backend_of, backend):
     """Durability ``file`` (the library's default): fsync before the rename."""
     skip_unless_selected(backend)
@@ -364,6 +432,63 @@ def test_delete_recreate(benchmark, record, world, backend_of, backend):
         hot(benchmark, cycle)
     correct = not failures and _reread(world, backend, "none", key) == entry
     note(record, world, backend, correct, durability="none", entry_bytes=world.entry_bytes(key))
+
+
+# -- index repair ---------------------------------------------------------------------------------
+
+def _foreign_write(path: str, key: str, entry: dict) -> None:
+    """What the reference writer does: the entry file replaced by rename,
+    then state.json's version + 1 (tests/reference_host.py write_entry)."""
+    paths = StorePaths.from_store_path(path)
+    for target, doc in ((os.path.join(paths.entries, sessionsd.encode_key(key)), {"sessionKey": key, "entry": entry}),
+                        (paths.state, None)):
+        if doc is None:
+            with open(paths.state, "rb") as fh:
+                state = json.loads(fh.read())
+            doc = {**state, "version": state["version"] + 1, "updatedAt": int(time.time() * 1000)}
+        temp = f"{target}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        with open(temp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=2, ensure_ascii=False))
+        os.chmod(temp, 0o600)
+        os.replace(temp, target)
+
+
+@pytest.mark.parametrize("backend", ["directory-repair", "directory-rebuild"], ids=label)
+def test_index_repair(benchmark, record, world, backend):
+    """The first listing after a foreign writer rewrote 1% of the sessions
+    (``repair``: lstat every file, re-read the changed ones, store the
+    index) vs after the index was deleted (``rebuild``: read every file).
+    A file written less than ``index.RACY_NS`` before a repair saw it is
+    re-read by the next repair once more (its stat could still change within
+    the same timestamp tick), so rounds after the first re-read 2%."""
+    skip_unless_selected("directory")
+    group(benchmark, "index_repair", world, "1% rewritten by a foreign writer")
+    keys = list(world.data)
+    changed = max(1, world.size // 100)
+    cursor = itertools.count()
+    root = StorePaths.from_store_path(world.directory).root
+    _ready(world, "directory")
+
+    truth = SessionStore(world.directory, cache=False, index=False).load()  # earlier puts changed some
+
+    def setup():
+        if backend == "directory-rebuild":
+            index.remove(root)
+        else:
+            # As if the foreign writes came a while after the last listing:
+            # files younger than the racy window are re-read by any repair.
+            time.sleep(index.RACY_NS / 1e9)
+            for _ in range(changed):
+                key = keys[next(cursor) % len(keys)]
+                _foreign_write(world.directory, key, truth[key])
+        return (), {}
+
+    results = []
+    rounds = 3 if QUICK or world.size >= 10_000 and not world.small else 5
+    benchmark.pedantic(lambda: results.append(SessionStore(world.directory, cache=False).summary()),
+                       setup=setup, rounds=rounds, iterations=1)
+    correct = all(result == summarize(truth) for result in results)
+    note(record, world, backend, correct, changed_per_round=changed if backend == "directory-repair" else world.size)
 
 
 # -- migration ----------------------------------------------------------------------------------

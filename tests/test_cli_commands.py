@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -228,6 +229,7 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(tmp_path):
     path = tmp_path / "agents" / "main" / "sessions" / "sessions.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({f"k{i}": {"i": i} for i in range(300)}))
+    legacy_bytes = path.stat().st_size
     master, slave = pty.openpty()
     try:
         done = subprocess.run([sys.executable, "-m", "sessionsd", "migrate", str(path)],
@@ -250,7 +252,10 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(tmp_path):
     assert done.returncode == 0 and done.stdout.startswith(f"migrated {path} (legacy 300, migrated 300)")
     text = shown.decode()
     assert "\rmigrating main [" in text
-    assert text.rstrip().endswith(f"migrating main [{'#' * 30}] 300/300")
+    # By bytes of the legacy file read; the last redraw says how long it took.
+    size = f"{legacy_bytes / 1024:.1f} KiB"
+    assert re.search(rf"migrating main \[{'#' * 30}\] 100% {re.escape(size)} in \d+\.\ds( \(.*/s\))?$",
+                     text.rstrip()), text
 
 
 def test_rollback_output_json_and_dry_run(capsys, tmp_path, store_path):

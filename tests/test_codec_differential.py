@@ -147,7 +147,7 @@ def test_read_updated_at_agrees_and_never_answers_for_a_broken_file(both_codecs,
 
 def test_read_updated_at_of_large_documents(both_codecs, tmp_path):
     for codec in both_codecs:
-        whole = _document("k", {"updatedAt": 7, "blob": "x" * 100_000, "tail": {"updatedAt": 8}})
+        whole = _document("k", {"updatedAt": 7, "blob": "x" * 100_000, "tail": {"updated": 8}})
         path = tmp_path / "session-a.json"
         path.write_bytes(whole)
         assert codec.read_updated_at(str(path), "k") == (True, 7)

@@ -125,7 +125,6 @@ WHOLE = {
     "object-last": {"updatedAt": 5, "o": {"a": {"b": [1, {"c": None}]}}},
     "list-last": {"updatedAt": 5, "l": [1, [2, [3]]]},
     "empty-containers-last": {"updatedAt": 5, "e": {}, "f": []},
-    "nested-updatedAt": {"updatedAt": 5, "child": {"updatedAt": 6}, "list": [{"updatedAt": 7}]},
     "negative": {"updatedAt": -5, "x": "}\n}"},
     "big": {"updatedAt": 1790000000000, "blob": "y" * 200_000},
 }
@@ -139,6 +138,19 @@ def test_fast_path_answers_for_whole_documents(codec, tmp_path, entry, newline):
     path.write_bytes(data)
     assert codec.read_updated_at(str(path), KEY) == (True, entry["updatedAt"])
     assert full_parse_updated_at(data, KEY) == entry["updatedAt"]
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n"], ids=["", "trailing-newline"])
+def test_a_nested_updated_at_takes_the_full_parse_and_agrees(codec, tmp_path, newline):
+    """Any other line starting with "updatedAt": (at any indent) hands the
+    file to the full parse: a duplicate at the entry's level written at
+    another indent is the one JSON parsers keep."""
+    path = tmp_path / spec_name(KEY)
+    entry = {"updatedAt": 5, "child": {"updatedAt": 6}, "list": [{"updatedAt": 7}]}
+    data = layout(KEY, entry) + newline
+    path.write_bytes(data)
+    assert codec.read_updated_at(str(path), KEY) is None
+    assert full_parse_updated_at(data, KEY) == 5
 
 
 def test_fast_path_answers_for_what_the_store_writes(codec, tmp_path):

@@ -87,11 +87,15 @@ def test_symlinked_or_non_regular_legacy_is_invalid(tmp_path):
 
 def test_size_limit(tmp_path):
     path = legacy(tmp_path, {"a": {"x": "y" * 200}})
+    size = os.path.getsize(path)
     result = migrate(path, max_bytes=100)
     assert result.outcome == "skipped_invalid"
-    assert result.warnings == ["Legacy sessions.json exceeds the migration size limit."]
-    assert detect(path, max_bytes=100).warnings == ["Legacy sessions.json exceeds the migration size limit."]
-    assert migrate(path, max_bytes=None).outcome == "migrated"
+    too_big = (f"Legacy sessions.json is {size} bytes, over the migration limit of 100 bytes set by "
+               "--max-bytes / max_bytes=; raise the limit or drop it (--max-bytes none, "
+               "max_bytes=None) to migrate the file.")
+    assert result.warnings == [too_big]
+    assert detect(path, max_bytes=100).warnings == [too_big]
+    assert migrate(path).outcome == "migrated"  # no limit by default
 
 
 def test_json5_legacy_migrates_with_a_warning(tmp_path):

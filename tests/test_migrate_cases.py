@@ -17,7 +17,14 @@ from sessionsd.discovery import discover_stores, migrate_or_fail, run_startup_mi
 from spec_rules import is_lock_artifact
 
 NOT_REGULAR = "Legacy sessions.json is not a regular file."
-TOO_BIG = "Legacy sessions.json exceeds the migration size limit."
+
+
+def too_big(size: int, limit: int) -> str:
+    return (f"Legacy sessions.json is {size} bytes, over the migration limit of {limit} bytes set by "
+            "--max-bytes / max_bytes=; raise the limit or drop it (--max-bytes none, "
+            "max_bytes=None) to migrate the file.")
+
+
 NOT_OBJECT = "Legacy sessions.json does not contain an object store."
 JSON5 = "Legacy sessions.json is not strict JSON; it was read as JSON5."
 
@@ -104,7 +111,8 @@ def test_outcomes_and_warnings(tmp_path, content, outcome, warnings):
 def test_size_limit_counts_bytes_exactly_and_can_be_lifted(tmp_path):
     path = write(tmp_path / "sessions.json", {"a": {"n": 1}})
     size = os.path.getsize(path)
-    assert migrate(path, max_bytes=size - 1).warnings == [TOO_BIG]
+    assert migrate(path, max_bytes=size - 1).warnings == [too_big(size, size - 1)]
+    assert detect(path, max_bytes=size - 1).warnings == [too_big(size, size - 1)]
     assert detect(path, max_bytes=size - 1).status == "invalid_legacy"
     assert detect(path, max_bytes=None).status == "ready_to_migrate"
     assert migrate(path, max_bytes=size).outcome == "migrated"

@@ -83,9 +83,10 @@ def check_directory_store(store_dir: Path, *, since_ms: int | None = None,
 
     # Nothing in sessions.d but the layout's own files: no temp file, no
     # leftover commit record.  ``stats`` is this library's own addition (the
-    # entry count and bytes maintenance reads instead of listing entries/);
+    # entry count and bytes maintenance reads instead of listing entries/),
+    # and so are ``index`` and ``index.log`` (the listing index);
     # the reference ignores unknown files there.
-    allowed = {"entries", "state.json", "seq", "stats"}
+    allowed = {"entries", "state.json", "seq", "stats", "index", "index.log"}
     assert set(os.listdir(root)) <= allowed, f"unexpected files in sessions.d: {sorted(set(os.listdir(root)) - allowed)}"
     assert not (root / "commit.json").exists()
 
@@ -220,8 +221,12 @@ def test_hand_built_reference_store_loads_completely(tmp_path):
                                                 "updatedAt": 1711111114000}
     assert store.get("agent:main:missing") is None
     assert store.updated_at("agent:main:missing") is None
-    # Reading writes nothing (not even a seq file) into a reference store.
-    assert file_bytes(tmp_path / "sessions.d") == before
+    # Reading writes nothing (not even a seq file) into a reference store,
+    # except this library's derived listing index (sessionsd.index), which
+    # a listing stores when it can take the lock without waiting.
+    after = file_bytes(tmp_path / "sessions.d")
+    assert set(after) - set(before) <= {"index", "index.log"}
+    assert {name: data for name, data in after.items() if name in before} == before
 
 
 def test_hand_built_store_accepts_writes_and_keeps_foreign_files(tmp_path):

@@ -58,3 +58,6 @@ scan_entries_with_skipped = _impl.scan_entries_with_skipped
 read_updated_at = _impl.read_updated_at
 copy_json = _impl.copy_json
 same_json = _impl.same_json
+SPLIT_MAX_DEPTH = _impl.SPLIT_MAX_DEPTH
+SplitError = _impl.SplitError
+ObjectSplitter = _impl.ObjectSplitter

@@ -48,6 +48,9 @@ __all__ = [
     "read_updated_at",
     "copy_json",
     "same_json",
+    "SPLIT_MAX_DEPTH",
+    "SplitError",
+    "ObjectSplitter",
 ]
 
 ENTRY_PREFIX = "session-"
@@ -302,7 +305,7 @@ _END = b"\n  }\n}"
 # is the "}" of an appended document, a second "entry", an empty line), or
 # another "updatedAt" field of the entry itself (exactly 4 spaces).  One regex
 # pass; the compiled twin walks the newlines with memchr.
-_STRAY_LINE = re.compile(rb'\n(?!    (?!"updatedAt":))')
+_STRAY_LINE = re.compile(rb'\n(?!    (?! *"updatedAt":))')
 
 
 def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
@@ -324,8 +327,9 @@ def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
       whole document -- ``"\\n}"``, ``" }"``, a second document -- end it
       otherwise or leave a shallower line before it;
     * every line between them is indented at least 4 spaces (a field of the
-      entry or deeper), and none at exactly 4 spaces is another
-      ``"updatedAt":`` (JSON parsers keep the last of duplicated fields).
+      entry or deeper), and no line, at any indent, starts with another
+      ``"updatedAt":`` (JSON parsers keep the last of duplicated fields; a
+      nested ``updatedAt`` only costs the full parse).
 
     It reads every byte but checks only the head, the last two lines and
     the first bytes of each line in between -- not the rest of a line, nor
@@ -333,9 +337,8 @@ def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
     those intact: bytes changed, removed or inserted inside a line (a value
     cut short, a lost quote, comma or colon, invalid UTF-8), whole lines at
     indent 4 or deeper added or removed (an unbalanced bracket), or a
-    duplicated ``updatedAt`` written outside the layout (on one line with
-    another field, at an indent other than 4, or spelled with escapes such
-    as ``"updat\\u0065dAt"``).  For such a file this answers while a full
+    duplicated ``updatedAt`` written outside the layout (on one line after
+    another field, or spelled with escapes such as ``"updat\\u0065dAt"``).  For such a file this answers while a full
     read (``get``, ``load``) skips it as invalid JSON or reads another value.
     A file as sessionsd or the reference wrote it is never among them.
     """
@@ -392,3 +395,274 @@ def same_json(a: Any, b: Any) -> bool:
 
 
 _MISSING = object()
+
+
+# -- splitting the legacy sessions.json into its members ---------------------------------
+#
+# Migration reads a legacy file of any size in bounded memory: this scanner
+# walks the one top-level object once, fed chunk by chunk, and reports where
+# each member's key (the string token, quotes included) and value (its JSON
+# text) lie, as absolute byte offsets.  It checks the object's own structure
+# -- ``{``, string keys, ``:``, ``,``, ``}``, nothing but whitespace after it,
+# nesting at most ``max_depth`` deep -- and finds where each value ends (its
+# strings, escapes and brackets); the values themselves, and the keys'
+# escapes, are left to the strict JSON parser, one member at a time.
+# Results and errors do not depend on where the chunks are cut.
+
+#: The deepest nesting the splitter accepts, the top-level object counted:
+#: orjson's limit, so a file it splits is one the strict parser could read.
+SPLIT_MAX_DEPTH = 1024
+
+(_S_START, _S_FIRST_KEY, _S_KEY, _S_IN_KEY, _S_COLON, _S_VALUE, _S_IN_STRING, _S_IN_CONTAINER,
+ _S_IN_NESTED_STRING, _S_IN_SCALAR, _S_AFTER_VALUE, _S_END) = range(12)
+
+_WS_BYTES = frozenset(b" \t\n\r")
+_SKIP_WS = re.compile(rb"[ \t\n\r]*+")
+# The rest of a string from inside it: stops at its closing quote, at the
+# end of the data, or before a backslash that is the last byte.
+_STRING_REST = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+', re.S)
+# Inside a container: everything but brackets, complete strings included;
+# stops at a bracket, at the quote of a string the data ends in, or at the end.
+_CONTAINER_REST = re.compile(rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+', re.S)
+# A scalar (number, true, false, null -- or text the parser will refuse)
+# runs to whitespace or one of , : [ ] { } ".
+_SCALAR_REST = re.compile(rb'[^ \t\n\r,:\[\]{}"]*+')
+# A whole member from its key to its value's first byte, in one match (the
+# fast path; anything else goes through the state machine byte by byte).
+_MEMBER_HEAD = re.compile(rb'[ \t\n\r]*+("[^"\\]*+(?:\\.[^"\\]*+)*+")[ \t\n\r]*+:[ \t\n\r]*+', re.S)
+
+
+class SplitError(ValueError):
+    """The input is not one JSON object the splitter can split.
+
+    ``kind`` is ``"empty"`` (nothing but whitespace), ``"not_object"`` (the
+    document is not an object), ``"syntax"``, ``"truncated"`` (it ends
+    inside the object), ``"trailing"`` (more after the object) or
+    ``"depth"`` (nested deeper than allowed); ``offset`` is the byte offset
+    the message names."""
+
+    def __init__(self, message: str, kind: str, offset: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.offset = offset
+
+    def __reduce__(self):  # picklable, like the ValueError it is
+        return (type(self), (str(self), self.kind, self.offset))
+
+
+def _describe_byte(byte: int) -> str:
+    if 0x20 < byte < 0x7F:
+        return f"'{chr(byte)}'"
+    return f"byte 0x{byte:02x}"
+
+
+def _split_error(kind: str, offset: int, byte: int = -1, max_depth: int = 0) -> SplitError:
+    """The splitter's error (both twins build their messages here)."""
+    found = _describe_byte(byte) if byte >= 0 else ""
+    if kind == "empty":
+        message = "the document is empty (only whitespace)"
+    elif kind == "not_object":
+        message = f"not a JSON object: the document starts with {found} at byte {offset}"
+    elif kind == "truncated":
+        message = f"the data ends inside the top-level object (at byte {offset}), so it looks truncated"
+    elif kind == "trailing":
+        message = f"unexpected {found} at byte {offset} after the end of the top-level object"
+    elif kind == "depth":
+        message = f"arrays and objects nested deeper than {max_depth} levels (at byte {offset})"
+    elif kind == "key":
+        kind, message = "syntax", f"expected a string key at byte {offset}, found {found}"
+    elif kind == "key_or_end":
+        kind, message = "syntax", f"expected a string key or '}}' at byte {offset}, found {found}"
+    elif kind == "colon":
+        kind, message = "syntax", f"expected ':' after the key at byte {offset}, found {found}"
+    elif kind == "value":
+        kind, message = "syntax", f"expected a value at byte {offset}, found {found}"
+    else:  # "comma"
+        kind, message = "syntax", f"expected ',' or '}}' after a value at byte {offset}, found {found}"
+    return SplitError(message, kind, offset)
+
+
+class ObjectSplitter:
+    """Splits one top-level JSON object, fed in chunks, into its members.
+
+    Call :meth:`scan` with consecutive windows of the input: *data* holds the
+    input's bytes from absolute offset *offset* on, and must cover every
+    byte from :attr:`keep_from` to where the previous window ended (more is
+    fine).  It returns ``(key_start, key_end, value_start, value_end)`` for
+    each member completed in this window -- absolute offsets; the key span
+    is the string token, quotes included -- and raises :class:`SplitError`
+    (a ``ValueError``) at the first byte that cannot belong to one object.
+    Pass ``final=True`` with the last window: the input ends there.
+    """
+
+    def __init__(self, max_depth: int = SPLIT_MAX_DEPTH) -> None:
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, not {max_depth}")
+        self.max_depth = max_depth
+        self._mode = _S_START
+        self._depth = 0
+        self._position = 0       # absolute offset of the next byte to scan
+        self._member_start = -1  # the key's opening quote, while in a member
+        self._key_end = -1
+        self._value_start = -1
+        self._done = False
+        self._error: Optional[SplitError] = None
+
+    @property
+    def keep_from(self) -> int:
+        """The first absolute offset the next window must still hold."""
+        return self._member_start if self._member_start >= 0 else self._position
+
+    @property
+    def finished(self) -> bool:
+        """Whether the final window was scanned without an error."""
+        return self._done
+
+    def scan(self, data: "bytes | bytearray | memoryview", offset: int,
+             final: bool = False) -> list[tuple[int, int, int, int]]:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"scan() needs bytes, bytearray or memoryview, not {type(data).__name__}")
+        n = len(data)
+        i = self.keep_from - offset
+        if offset < 0 or i < 0 or self._position - offset > n:
+            raise ValueError(f"scan() needs the data from byte {self.keep_from} on; "
+                             f"got bytes {offset} to {offset + n}")
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            raise ValueError("scan() after the final window")
+        i = self._position - offset
+        mode, depth, max_depth = self._mode, self._depth, self.max_depth
+        member_start, key_end, value_start = self._member_start, self._key_end, self._value_start
+        members: list[tuple[int, int, int, int]] = []
+        try:
+            while True:
+                if mode == _S_AFTER_VALUE:
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    if c == 0x2C:  # ,
+                        i += 1
+                        match = _MEMBER_HEAD.match(data, i)
+                        if match is not None:
+                            # The fast path: key, colon and the value's first byte.
+                            member_start, key_end = offset + match.start(1), offset + match.end(1)
+                            i = match.end()
+                            mode = _S_VALUE
+                            continue
+                        mode = _S_KEY
+                    elif c == 0x7D:  # }
+                        i += 1
+                        mode = _S_END
+                    else:
+                        raise _split_error("comma", offset + i, c)
+                elif mode == _S_IN_CONTAINER:
+                    i = _CONTAINER_REST.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    if c == 0x22:  # a string the data ends in
+                        i += 1
+                        mode = _S_IN_NESTED_STRING
+                    elif c == 0x7B or c == 0x5B:
+                        depth += 1
+                        if depth >= max_depth:
+                            raise _split_error("depth", offset + i, max_depth=max_depth)
+                        i += 1
+                    else:  # ] or }
+                        depth -= 1
+                        i += 1
+                        if depth == 0:
+                            members.append((member_start, key_end, value_start, offset + i))
+                            member_start = -1
+                            mode = _S_AFTER_VALUE
+                elif mode == _S_VALUE:
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    value_start = offset + i
+                    i += 1
+                    if c == 0x22:
+                        mode = _S_IN_STRING
+                    elif c == 0x7B or c == 0x5B:
+                        depth = 1
+                        if depth >= max_depth:
+                            raise _split_error("depth", offset + i - 1, max_depth=max_depth)
+                        mode = _S_IN_CONTAINER
+                    elif c in b",:]}":
+                        raise _split_error("value", offset + i - 1, c)
+                    else:
+                        mode = _S_IN_SCALAR
+                elif mode == _S_IN_STRING or mode == _S_IN_KEY or mode == _S_IN_NESTED_STRING:
+                    i = _STRING_REST.match(data, i).end()
+                    if i >= n or data[i] != 0x22:  # the end, or a backslash at the end
+                        break
+                    i += 1
+                    if mode == _S_IN_NESTED_STRING:
+                        mode = _S_IN_CONTAINER
+                    elif mode == _S_IN_KEY:
+                        key_end = offset + i
+                        mode = _S_COLON
+                    else:
+                        members.append((member_start, key_end, value_start, offset + i))
+                        member_start = -1
+                        mode = _S_AFTER_VALUE
+                elif mode == _S_IN_SCALAR:
+                    i = _SCALAR_REST.match(data, i).end()
+                    if i >= n and not final:
+                        break
+                    members.append((member_start, key_end, value_start, offset + i))
+                    member_start = -1
+                    mode = _S_AFTER_VALUE
+                elif mode == _S_COLON:
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    if c != 0x3A:
+                        raise _split_error("colon", offset + i, c)
+                    i += 1
+                    mode = _S_VALUE
+                elif mode == _S_KEY or mode == _S_FIRST_KEY:
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    if c == 0x22:
+                        member_start = offset + i
+                        i += 1
+                        mode = _S_IN_KEY
+                    elif c == 0x7D and mode == _S_FIRST_KEY:
+                        i += 1
+                        mode = _S_END
+                    else:
+                        raise _split_error("key" if mode == _S_KEY else "key_or_end", offset + i, c)
+                elif mode == _S_START:
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    c = data[i]
+                    if c != 0x7B:
+                        raise _split_error("not_object", offset + i, c)
+                    i += 1
+                    mode = _S_FIRST_KEY
+                else:  # _S_END
+                    i = _SKIP_WS.match(data, i).end()
+                    if i >= n:
+                        break
+                    raise _split_error("trailing", offset + i, data[i])
+            if final:
+                if mode == _S_START:
+                    raise _split_error("empty", offset + n)
+                if mode != _S_END:
+                    raise _split_error("truncated", offset + n)
+                self._done = True
+        except SplitError as exc:
+            self._error = exc  # the splitter stays failed
+            raise
+        finally:
+            self._mode, self._depth, self._position = mode, depth, offset + i
+            self._member_start, self._key_end, self._value_start = member_start, key_end, value_start
+        return members

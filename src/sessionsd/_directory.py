@@ -26,7 +26,7 @@ import struct
 import time
 from typing import Any, Optional
 
-from . import _faults, _json
+from . import _faults, _json, index as _index
 from ._codec import (
     HASHED_PREFIX,
     KEY_WHITESPACE,
@@ -38,13 +38,15 @@ from ._documents import decode_document
 from ._fsutil import (
     fsync_dir,
     is_temp_name,
+    open_dir,
     read_regular,
+    read_regular_at,
     replace,
     temp_name,
     write_atomic,
     write_new,
 )
-from ._layout import State, StorePaths, read_state, state_bytes
+from ._layout import BLOCKED_KEYS, State, StorePaths, read_state, state_bytes
 from .errors import KeyCollisionError, UnsafeStoreError
 
 __all__ = ["DirectoryStore", "Snapshot", "Change", "Stats"]
@@ -126,6 +128,16 @@ class DirectoryStore:
         self._case_insensitive: Optional[bool] = None
         self._stats: Optional[Stats] = None
         self._stats_fd: Optional[int] = None
+        # The listing index's journal (sessionsd.index), open during a commit
+        # when the store has an index; the entries/ mtime before the commit.
+        self._journal_fd: Optional[int] = None
+        self._journal_mtime = 0
+        self.index_path = os.path.join(paths.root, _index.INDEX_NAME)
+        self.journal_path = os.path.join(paths.root, _index.LOG_NAME)
+        #: Set by a commit whose journal outgrew its base (the caller compacts).
+        self.index_compact_due = False
+        #: (prev token, next token, ops) of this object's last journal record.
+        self.last_journal: Optional[tuple] = None
 
     # -- reads (no lock) ------------------------------------------------------
 
@@ -211,23 +223,48 @@ class DirectoryStore:
         entries: dict[str, dict] = {}
         names: dict[str, str] = {}
         prefix = self.entry_prefix
-        found, skipped = scan_entries_with_skipped(self.paths.entries)
-        for name, inline_key in found:
-            try:
-                data = read_regular(prefix + name)
-            except PermissionError:
-                skipped.append((name, "permission denied"))
-                continue
-            if data is None:
-                skipped.append((name, "vanished or not a regular file"))
-                continue
-            decoded = decode_document(data, name, inline_key)
-            if isinstance(decoded, str):
-                skipped.append((name, decoded))
-                continue
-            key, entry = decoded
-            entries[key] = entry
-            names[name] = key
+        loads = _json.loads
+        blocked = BLOCKED_KEYS
+        # Reads go through one open directory: each name resolves in one
+        # step (the per-file cost of a cold load is mostly system calls).
+        dir_fd = open_dir(self.paths.entries)
+        try:
+            found, skipped = scan_entries_with_skipped(self.paths.entries)
+            for name, inline_key in found:
+                try:
+                    data = read_regular(prefix + name) if dir_fd is None else read_regular_at(dir_fd, name)
+                except PermissionError:
+                    skipped.append((name, "permission denied"))
+                    continue
+                if data is None:
+                    skipped.append((name, "vanished or not a regular file"))
+                    continue
+                if inline_key is not None:
+                    # The common case, decided without decode_document's
+                    # full rules: a document whose sessionKey is exactly the
+                    # key its inline name encodes (such a key is already
+                    # trimmed and valid UTF-8), with an object entry.
+                    try:
+                        doc = loads(data)
+                    except ValueError:
+                        doc = None
+                    if type(doc) is dict:
+                        key = doc.get("sessionKey")
+                        entry = doc.get("entry")
+                        if key == inline_key and type(key) is str and type(entry) is dict and key not in blocked:
+                            entries[key] = entry
+                            names[name] = key
+                            continue
+                decoded = decode_document(data, name, inline_key)
+                if isinstance(decoded, str):
+                    skipped.append((name, decoded))
+                    continue
+                key, entry = decoded
+                entries[key] = entry
+                names[name] = key
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         return entries, names, skipped
 
     # -- the seqlock and the statistics -------------------------------------------
@@ -313,6 +350,7 @@ class DirectoryStore:
                                      0o600)
             stats = Stats.unpack(os.pread(self._stats_fd, _STATS.size, 0))
             self._stats = stats if stats is not None and stats.seq == seq else None
+            self._open_journal()
             self._set_seq(fd, seq + 1)
         except BaseException:
             self._abandon(fd)
@@ -331,11 +369,61 @@ class DirectoryStore:
     def _abandon(self, fd: int) -> None:
         """Close the commit's descriptors, whatever state seq is in."""
         stats_fd, self._stats_fd = self._stats_fd, None
+        journal_fd, self._journal_fd = self._journal_fd, None
         try:
             if stats_fd is not None:
                 os.close(stats_fd)
+            if journal_fd is not None:
+                os.close(journal_fd)
         finally:
             os.close(fd)
+
+    # -- the listing index's journal (see sessionsd.index) ----------------------------
+
+    def _open_journal(self) -> None:
+        """At the start of a commit (lock held, before any entry changes):
+        open the journal if the store keeps an index (one failed open when
+        it does not) and note the entries/ mtime the commit starts from."""
+        self.last_journal = None
+        try:
+            self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError:
+            self._journal_fd = None  # no index (or not a file): nothing to keep
+            return
+        self._journal_mtime = os.lstat(self.paths.entries).st_mtime_ns
+
+    def _journal(self, version_before: int, version_after: int, odd: int, ops: list) -> None:
+        """Append this commit's record: after every rename, while seq is
+        still odd, so no reader uses it before the commit is complete.  A
+        failed append is not the commit's failure: without its record the
+        journal no longer chains to the store's token, and readers repair."""
+        fd = self._journal_fd
+        if fd is None or not ops:
+            return
+        try:
+            prev = (version_before, odd - 1, self._journal_mtime)
+            nxt = (version_after, odd + 1, os.lstat(self.paths.entries).st_mtime_ns)
+            line = _index.record_line(prev, nxt, ops)
+            _faults.hit("index:before-append")
+            os.write(fd, line)
+            _faults.hit("index:after-append")
+            self.last_journal = (prev, nxt, ops)
+            size = os.lseek(fd, 0, os.SEEK_END)
+            if size > _index.WRITER_FLOOR:
+                base = _index.log_base_size(fd)
+                if base is None or size > 2 * base:
+                    self.index_compact_due = True
+        except (OSError, TypeError, ValueError) as exc:
+            _log.debug("listing index journal not appended (%s): readers will repair it", exc)
+
+    @staticmethod
+    def _row(name: str, key: str, data: bytes, row: Optional[list]) -> list:
+        """The index row of an entry being written: *row* as the caller
+        computed it with the bytes, else parsed from *data*."""
+        if row is not None:
+            return row
+        decoded = decode_document(data, name, None if name.startswith(HASHED_PREFIX) else key)
+        return _index.entry_row(key, decoded[1] if not isinstance(decoded, str) else {}, len(data))
 
     # -- recovery ---------------------------------------------------------------
 
@@ -481,7 +569,7 @@ class DirectoryStore:
         return temp, old_size
 
     def write_one(self, name: str, key: str, data: Optional[bytes],
-                  version: int) -> tuple[bool, int, Optional[Stats]]:
+                  version: int, row: Optional[list] = None) -> tuple[bool, int, Optional[Stats]]:
         """Write (or, with ``data=None``, delete) one entry.
 
         Invariant: the entry file is replaced by one rename; seq is odd from
@@ -490,8 +578,10 @@ class DirectoryStore:
         before anything is visible; a delete bumps after its unlink (which
         frees space), and on a still-full disk leaves the bump to the next
         commit rather than fail a delete that happened.  *version* is the
-        current state.json version.  Returns ``(changed, seq before the
-        commit, store statistics after it or None when unknown)``.
+        current state.json version; *row* the listing-index row of what
+        *data* encodes (``index.entry_row``; parsed from *data* when not given).  Returns
+        ``(changed, seq before the commit, store statistics after it or None
+        when unknown)``.
         """
         target = self.entry_prefix + name
         old_size = _regular_size(target) if data is None else None
@@ -508,7 +598,7 @@ class DirectoryStore:
                 removed = self._unlink_entry(target, old_size)
                 changed = removed >= 0
                 if changed and stats is not None:
-                    stats.count -= 1
+                    stats.count = max(0, stats.count - 1)  # a hand-added file (no version bump) is not counted
                     stats.bytes = max(0, stats.bytes - removed)
                 if changed and self.bump_version_on_write:
                     try:
@@ -550,14 +640,20 @@ class DirectoryStore:
                     fsync_dir(self.paths.root)
                 if stats is not None:
                     stats.version = staged[1].version
+            if changed and self._journal_fd is not None:
+                self._journal(version, staged[1].version if staged is not None else version, odd,
+                              [[key]] if data is None else [self._row(name, key, data, row)])
         except BaseException:
             self._end(fd, odd, None)
             raise
         self._end(fd, odd, stats)
         return changed, odd - 1, stats
 
-    def commit(self, changes: list[Change]) -> tuple[int, Optional[Stats]]:
+    def commit(self, changes: list[Change],
+               rows: Optional[dict[str, list]] = None) -> tuple[int, Optional[Stats]]:
         """Apply *changes* as one atomic commit and bump ``state.json``.
+        *rows* (key -> ``index.entry_row``) are the listing-index rows of
+        what is written (parsed from the bytes when missing).
 
         Returns the seq before the commit and the statistics after it.
         Invariant: nothing is visible until the commit record exists; from
@@ -585,7 +681,7 @@ class DirectoryStore:
                         except FileNotFoundError:
                             continue
                         if stat.S_ISREG(info.st_mode):
-                            stats.count -= 1
+                            stats.count = max(0, stats.count - 1)  # a hand-added file (no version bump) is not counted
                             stats.bytes = max(0, stats.bytes - info.st_size)
                 else:
                     temp, old_size = self._write_temp(name, key, data)
@@ -607,6 +703,12 @@ class DirectoryStore:
             _faults.hit("multi:after-apply")
             os.unlink(self.paths.commit)
             _faults.hit("multi:after-record-removed")
+            if self._journal_fd is not None:
+                # One record for the whole commit: a listing shows all of it or none.
+                rows = rows or {}
+                self._journal(state.version if state else 0, version, odd,
+                              [[key] if data is None else self._row(name, key, data, rows.get(key))
+                               for name, key, data in changes])
         except BaseException:
             if not decided:
                 # Nothing visible happened: drop the temp files, close cleanly.

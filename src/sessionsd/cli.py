@@ -11,14 +11,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
-from typing import Any, Optional, Sequence
+import time
+from typing import Any, Callable, Optional, Sequence
 
 from . import __version__, _codec, _json
 from .check import check
 from .discovery import discover_stores, migrate_or_fail, run_startup_migration, summary_line
 from .errors import SessionsdError
-from .migration import MAX_LEGACY_BYTES, detect, rollback
+from .migration import detect, rollback
 from .store import SessionStore
 
 
@@ -34,27 +36,91 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
         print(text)
 
 
-class Progress:
-    """A one-line progress bar on stderr, shown only on a terminal."""
+def _short_size(size: float) -> str:
+    """``512 B``, ``7.9 KiB``, ``440.2 MiB``, ``1.02 GiB``."""
+    if size < 1024:
+        return f"{int(size)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.2f} {unit}" if size < 10 and unit in ("GiB", "TiB") else f"{size:.1f} {unit}"
 
-    def __init__(self, label: str, stream=sys.stderr) -> None:
+
+def _duration(seconds: float) -> str:
+    """``0.4s``, ``12s``, ``3m05s``, ``1h02m``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal: called
+    as ``progress(done, total)`` -- bytes of the legacy file read when
+    *unit* is ``"bytes"`` (migration), items otherwise -- it shows the bar,
+    the percentage, the amount, the rate and the time left, redrawn at most
+    ten times a second, and the time it took once done."""
+
+    def __init__(self, label: str, stream=None, unit: str = "bytes",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self._last = -1
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
+        self.unit = unit
+        self.clock = clock
+        self._started = clock()
+        self._drawn = float("-inf")
+        self._width = 0
+        self._finished = False
+
+    def _amount(self, value: float) -> str:
+        return _short_size(value) if self.unit == "bytes" else f"{int(value)}"
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
+        if not self.enabled or total <= 0 or self._finished:
             return
-        percent = done * 100 // total
-        if percent == self._last and done != total:
+        now = self.clock()
+        finished = done >= total
+        if not finished and now - self._drawn < 0.1:
             return
-        self._last = percent
+        self._drawn = now
+        elapsed = now - self._started
+        percent = min(100, done * 100 // total)
         filled = percent * 30 // 100
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-        if done == total:
+        bar = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}%"
+        rate = done / elapsed if elapsed > 0 else 0.0
+        rate_text = f"{self._amount(rate)}/s" if self.unit == "bytes" else f"{rate:.0f}/s"
+        if finished:
+            line = f"{bar} {self._amount(total)} in {_duration(elapsed)}"
+            if elapsed > 0:
+                line += f" ({rate_text})"
+        else:
+            line = f"{bar} {self._amount(done)}/{self._amount(total)}"
+            if rate > 0:
+                line += f" {rate_text} ETA {_duration((total - done) / rate)}"
+        self._draw(line)
+        if finished:
+            self._finished = True
             self.stream.write("\n")
         self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line if it is still open (a migration that stopped
+        before the end of the file)."""
+        if self.enabled and self._width and not self._finished:
+            self._finished = True
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _draw(self, line: str) -> None:
+        pad = max(0, self._width - len(line))
+        self._width = len(line)
+        self.stream.write("\r" + line + " " * pad)
 
 
 # -- codec helpers ------------------------------------------------------------------
@@ -127,7 +193,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with SessionStore(args.path) as store:
-        rows = sorted(store.summary().items())
+        if args.recent is not None or args.offset:
+            # Most recently updated first, from the head of the listing index.
+            rows = store.recent(args.recent if args.recent is not None else len(store), args.offset)
+        else:
+            rows = sorted(store.summary().items())
     payload = [{"key": key, **fields} for key, fields in rows]
     text = "\n".join(f"{key}\t{fields['updatedAt']}" for key, fields in rows)
     _emit(args, payload, text)
@@ -163,12 +233,30 @@ def _store_label(path: str) -> str:
     return os.path.basename(directory) or directory
 
 
+class _Bars:
+    """One progress bar per store, each line ended before the next begins."""
+
+    def __init__(self) -> None:
+        self.current: Optional[Progress] = None
+
+    def __call__(self, path: str) -> Progress:
+        self.close()
+        self.current = Progress(f"migrating {_store_label(path)}")
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     options = {"max_bytes": args.max_bytes}
+    bars = _Bars()
     if args.state_dir:
         # The library logs the summary line for hosts; here it goes to stderr.
         results = run_startup_migration(args.state_dir, args.store or (), logger=_quiet_logger(),
-                                        **options)
+                                        progress_for=bars, **options)
+        bars.close()
         if results:
             print(summary_line(results), file=sys.stderr)
         elif not args.json:
@@ -177,8 +265,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not args.store:
             print("sessionsd migrate: give a store path or --state-dir", file=sys.stderr)
             return 2
-        results = [migrate_or_fail(path, progress=Progress(f"migrating {_store_label(path)}"), **options)
-                   for path in args.store]
+        results = [migrate_or_fail(path, progress=bars(path), **options) for path in args.store]
+        bars.close()
     lines = []
     for r in results:
         line = f"{r.outcome} {r.store_path} (legacy {r.legacy_entries}, migrated {r.migrated_entries})"
@@ -278,8 +366,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser ---------------------------------------------------------------------------
 
+_SIZE = re.compile(r"(\d+)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
+
+
 def _max_bytes(text: str) -> Optional[int]:
-    return None if text in ("none", "0") else int(text)
+    """A size limit: bytes, or with a binary suffix (``64M``, ``1G``,
+    ``512KiB``); ``none`` or ``0`` for no limit."""
+    if text.strip().lower() in ("none", "0"):
+        return None
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (bytes, or with K, M, G or T: 64M, 1G; 'none' for no limit)")
+    number, suffix = int(match.group(1)), (match.group(2) or "").lower()
+    return number * 1024 ** ("kmgt".index(suffix) + 1 if suffix else 0) or None
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -312,17 +419,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("get", cmd_get, "print one session's entry as JSON")
     sub.add_argument("path")
     sub.add_argument("key")
-    sub = command("ls", cmd_ls, "list sessions with their updatedAt")
+    sub = command("ls", cmd_ls, "list sessions with their updatedAt (by key; --recent: newest first)")
     sub.add_argument("path")
+    sub.add_argument("--recent", type=_non_negative_int, metavar="N",
+                     help="the N most recently updated sessions, newest first (ties by key)")
+    sub.add_argument("--offset", type=_non_negative_int, default=0, metavar="N",
+                     help="skip the first N of the newest-first list (paging; implies newest first)")
     sub = command("detect", cmd_detect, "read-only migration inspection of a store")
     sub.add_argument("path")
-    sub.add_argument("--max-bytes", type=_max_bytes, default=MAX_LEGACY_BYTES,
-                     help="legacy size limit in bytes ('none' for no limit)")
+    sub.add_argument("--max-bytes", type=_max_bytes, default=None, metavar="SIZE",
+                     help="treat a legacy file larger than SIZE as invalid, as migrate "
+                          "--max-bytes does (default: no limit)")
     sub = command("migrate", cmd_migrate, "migrate stores to directory mode")
     sub.add_argument("store", nargs="*", help="store paths")
     sub.add_argument("--state-dir", help="migrate every <state>/agents/*/sessions store (plus the paths given)")
-    sub.add_argument("--max-bytes", type=_max_bytes, default=MAX_LEGACY_BYTES,
-                     help=f"legacy size limit (default {MAX_LEGACY_BYTES}; 'none' for no limit)")
+    sub.add_argument("--max-bytes", type=_max_bytes, default=None, metavar="SIZE",
+                     help="skip (as invalid) a legacy file larger than SIZE: bytes, or 64M, 1G ... "
+                          "(default: no limit -- any size migrates streaming, in bounded memory)")
     sub = command("rollback", cmd_rollback, "restore sessions.json from directory stores")
     sub.add_argument("--store", action="append", metavar="PATH", help="a store path (repeatable)")
     sub.add_argument("--state-dir", help="every store under <state>/agents")

@@ -9,7 +9,7 @@ import errno
 import logging
 import os
 import stat
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from ._layout import StorePaths, read_state
 from .damage import inspect_directory
@@ -136,17 +136,28 @@ def migrate_or_fail(store_path: "str | os.PathLike[str]", **migrate_options) -> 
 def run_startup_migration(state_dir: Optional["str | os.PathLike[str]"] = None,
                           extra_paths: Sequence["str | os.PathLike[str]"] = (),
                           logger: Optional[logging.Logger] = None,
+                          *, progress_for: Optional[Callable[[str], Callable[[int, int], None]]] = None,
                           **migrate_options) -> list[MigrationResult]:
     """Migrate every agent store under *state_dir* plus *extra_paths*, one
     at a time, and log exactly one summary line: WARNING when a store was
     invalid or failed, INFO otherwise, nothing when there was no target.  An
-    exception in one store becomes its ``failed`` result; the others go on."""
+    exception in one store becomes its ``failed`` result; the others go on.
+
+    *migrate_options* go to :func:`~sessionsd.migration.migrate` -- the same
+    rule as everywhere: no size limit unless ``max_bytes=`` sets one.
+    *progress_for*, if given, makes the ``progress`` callback of each store
+    from its path."""
     log = logger or _log
     targets = _dedupe(
         (agent_store_paths(state_dir) if state_dir is not None else [])
         + [os.path.abspath(os.fspath(p)) for p in extra_paths]
     )
-    results = [migrate_or_fail(target, **migrate_options) for target in targets]
+    results = []
+    for target in targets:
+        options = dict(migrate_options)
+        if progress_for is not None:
+            options["progress"] = progress_for(target)
+        results.append(migrate_or_fail(target, **options))
     if results:
         bad = any(r.outcome in ("skipped_invalid", "failed") for r in results)
         log.log(logging.WARNING if bad else logging.INFO, "%s", summary_line(results))

@@ -322,14 +322,21 @@ class Maintainer:
             return 0
 
     def _index(self) -> list[tuple[float, str, str, int]]:
-        """Every session's (age key, key, file name, bytes): one scan."""
+        """Every session's (age key, key, file name, bytes): from the listing
+        index when the store uses one, else one scan."""
         from ._codec import read_updated_at, scan_entries
         from ._documents import decode_document
         from ._fsutil import read_regular
 
         directory = self.store._dir
-        prefix = directory.entry_prefix
         want_size = self.settings.max_disk_bytes is not None
+        indexed = self.store._maintenance_rows()
+        if indexed is not None:
+            # The listing index (sessionsd.index): current, so no file is read.
+            items = [(sort_key(row[1]), row[0], name, row[4] if want_size else 0) for row, name in indexed]
+            items.sort(key=lambda item: (item[0], item[1]), reverse=True)
+            return items
+        prefix = directory.entry_prefix
         items = []
         for name, inline_key in scan_entries(directory.paths.entries):
             path = prefix + name

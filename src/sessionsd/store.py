@@ -14,17 +14,20 @@ the same way on every path.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from ._codec import copy_json, encode_key, read_updated_at, same_json, validate_key
+from . import index as _index
 from ._directory import DirectoryStore, Snapshot, _Retry
 from ._documents import encode_document
 from ._fsutil import DURABILITY_MODES
 from ._layout import BLOCKED_KEYS, StorePaths, read_state
 from ._legacy import LegacySnapshot, LegacyStore
 from ._lock import DEFAULT_TIMEOUT, StoreLock
+from .errors import StoreLockTimeout
 from .maintenance import Maintainer, Maintenance, MaintenanceReport
 from .errors import (
     BlockedKeyError,
@@ -51,6 +54,24 @@ T = TypeVar("T")
 
 def copy_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
     return {key: copy_json(entry) for key, entry in entries.items()}
+
+
+def _summary_of(entry: dict) -> dict[str, Any]:
+    return {"lastChannel": copy_json(entry.get("lastChannel")), "lastTo": copy_json(entry.get("lastTo")),
+            "updatedAt": copy_json(entry.get("updatedAt"))}
+
+
+def _summarize(entries: Mapping[str, dict]) -> dict[str, dict[str, Any]]:
+    return {key: _summary_of(entry) for key, entry in entries.items()}
+
+
+def _entries_mtime(paths: StorePaths) -> int:
+    """mtime_ns of ``entries/``: part of the index token, so an edit that
+    creates, renames or removes an entry file is noticed without a version bump."""
+    try:
+        return os.lstat(paths.entries).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return -1
 
 
 def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -102,6 +123,8 @@ class _Cache:
         self.token: Optional[tuple[int, int]] = None
         self.dirty: dict[str, str] = {}
         self.legacy: Optional[LegacySnapshot] = None
+        #: The listing index (sessionsd.index) of the last directory listing.
+        self.index: Optional[_index.Index] = None
 
     def clear(self) -> None:
         with self.mutex:
@@ -109,6 +132,7 @@ class _Cache:
             self.token = None
             self.dirty = {}
             self.legacy = None
+            self.index = None
 
 
 class SessionStore:
@@ -144,11 +168,19 @@ class SessionStore:
     maintenance:
         :class:`~sessionsd.maintenance.Maintenance` settings (prune, cap,
         disk budget), applied on every write; ``None`` for none.
+    index:
+        Serve ``keys()``, ``len()``, ``summary()`` and ``recent()`` from the
+        listing index ``sessions.d/index`` in directory mode (built on the
+        first listing, kept by every commit, repaired after other writers;
+        see :mod:`sessionsd.index`).  ``False`` reads every entry file for
+        each listing and never creates the index (writes still keep one that
+        exists).
     """
 
     def __init__(self, path, *, lower_keys: bool = True, durability: str = "file",
                  lock_timeout: float = DEFAULT_TIMEOUT, sessionsd_only: bool = False,
-                 cache: bool = True, maintenance: Optional[Maintenance] = None) -> None:
+                 cache: bool = True, maintenance: Optional[Maintenance] = None,
+                 index: bool = True) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.paths = StorePaths.from_store_path(path)
@@ -173,6 +205,7 @@ class SessionStore:
         self._maintainer = Maintainer(self, maintenance) if maintenance and maintenance.active else None
         #: The report of the last maintenance sweep or check.
         self.last_maintenance: Optional[MaintenanceReport] = None
+        self.use_index = index
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -251,15 +284,27 @@ class SessionStore:
         # A miss that crossed a migration or rollback looks again.
         for _ in range(_FLIP_ATTEMPTS):
             if (self._mode if self._mode == DIRECTORY else self._detect()) == DIRECTORY:
-                entry = self._dir.read_entry(normalized, encode_key(normalized))
+                name = encode_key(normalized)
+                entry = self._dir.read_entry(normalized, name)
                 if entry is not None:
                     return entry
-                if self._detect() == DIRECTORY:
-                    return default
-            entry = self._legacy_snapshot().entries.get(normalized)
+                # A miss is an answer only when it was read in the store that
+                # is active before and after the read: the one read may have
+                # been rolled back, and a new one migrated, meanwhile.
+                before = self._detect_state()
+                if before is not None:
+                    entry = self._dir.read_entry(normalized, name)
+                    if entry is not None:
+                        return entry
+                    after = self._detect_state()
+                    if after is not None and after.identity == before.identity:
+                        return default
+                    continue
+            legacy = self._legacy_snapshot()
+            entry = legacy.entries.get(normalized)
             if entry is not None:
                 return copy_json(entry)
-            if self._detect() != DIRECTORY:
+            if self._legacy_stable(legacy):
                 return default
         return default
 
@@ -284,12 +329,20 @@ class SessionStore:
                     quick = self._dir.read_updated_at_fully(normalized, name)
                 if quick[0]:
                     return quick[1]
-                if self._detect() == DIRECTORY:
-                    return None
-            entry = self._legacy_snapshot().entries.get(normalized)
+                before = self._detect_state()  # confirm the miss, as get() does
+                if before is not None:
+                    quick = self._dir.read_updated_at(normalized, name)
+                    if quick[0]:
+                        return quick[1]
+                    after = self._detect_state()
+                    if after is not None and after.identity == before.identity:
+                        return None
+                    continue
+            legacy = self._legacy_snapshot()
+            entry = legacy.entries.get(normalized)
             if entry is not None:
                 return entry.get("updatedAt")
-            if self._detect() != DIRECTORY:
+            if self._legacy_stable(legacy):
                 return None
         return None
 
@@ -303,10 +356,11 @@ class SessionStore:
         self._check_open()
         normalized = self._writable_key(key)
         data = encode_document(normalized, entry)  # serialise outside the lock
+        row = _index.entry_row(normalized, entry, len(data))  # the listing row of these very bytes
         with self._hold():
             state = self._detect_state()
             if state is not None:
-                self._write_one(state, normalized, data)
+                self._write_one(state, normalized, data, row)
                 return
             self._legacy_update(lambda entries: entries.__setitem__(normalized, entry),
                                 protect=frozenset({normalized}))
@@ -316,7 +370,9 @@ class SessionStore:
         entry, or ``None`` (writing nothing) when there is no such entry."""
         self._check_open()
         if not isinstance(fields, Mapping):
-            raise InvalidEntryError(f"patch fields must be a mapping, not {type(fields).__name__}", key)
+            raise InvalidEntryError(
+                f"patch fields for session entry {key!r} must be a mapping (a dict), "
+                f"not {type(fields).__name__}", key)
 
         def merge(current: Optional[dict]) -> Optional[dict]:
             return None if current is None else {**current, **fields}
@@ -345,7 +401,8 @@ class SessionStore:
                 new = fn(None if current is None else copy_json(current))
                 if new is None:
                     return current
-                self._write_one(state, normalized, encode_document(normalized, new))
+                data = encode_document(normalized, new)
+                self._write_one(state, normalized, data, _index.entry_row(normalized, new, len(data)))
                 return new
             outcome: list[Optional[dict]] = []
 
@@ -360,7 +417,8 @@ class SessionStore:
                     return
                 if not isinstance(new, dict):
                     raise InvalidEntryError(
-                        f"a session entry must be a dict (a JSON object), not {type(new).__name__}", key)
+                        f"session entry {normalized!r} must be a dict (a JSON object), "
+                        f"not {type(new).__name__}", key)
                 entries[normalized] = new
                 outcome.append(new)
 
@@ -382,10 +440,12 @@ class SessionStore:
             self._legacy_update(lambda entries: removed.append(entries.pop(normalized, None) is not None))
             return removed[0]
 
-    def _write_one(self, state, key: str, data: Optional[bytes]) -> bool:
+    def _write_one(self, state, key: str, data: Optional[bytes], row: Optional[list] = None) -> bool:
         name = encode_key(key)
-        changed, seq_before, stats = self._dir.write_one(name, key, data, state.version)
+        changed, seq_before, stats = self._dir.write_one(name, key, data, state.version, row)
         self.last_stats = stats
+        if self._dir.index_compact_due:
+            self._compact_index()
         version = state.version + (1 if changed and self._dir.bump_version_on_write else 0)
         if changed:
             self._note_commit(state, seq_before, version, {name: key})
@@ -419,6 +479,8 @@ class SessionStore:
             seq_before, self.last_stats = self._dir.commit(changes)
             self._note_commit(state, seq_before, state.version + 1,
                               {name: key for name, key, _ in changes})
+        if self._dir.index_compact_due:
+            self._compact_index()
         return removed
 
     def _note_commit(self, state, seq_before: int, version_after: int,
@@ -443,27 +505,45 @@ class SessionStore:
         """Every session, ``{key: entry}``: a snapshot-consistent read (no
         half-applied commit is ever visible), deep-copied for the caller."""
         self._check_open()
+        if not self._cache.enabled:
+            # Nothing keeps this snapshot: it is the caller's already, no copy needed.
+            return self._entries_snapshot()
         return copy_entries(self._entries_snapshot())
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """``{key: {"lastChannel", "lastTo", "updatedAt"}}`` for every session."""
-        self._check_open()
-        return {
-            key: {
-                "lastChannel": entry.get("lastChannel"),
-                "lastTo": entry.get("lastTo"),
-                "updatedAt": entry.get("updatedAt"),
-            }
-            for key, entry in self._entries_snapshot().items()
-        }
+        """``{key: {"lastChannel", "lastTo", "updatedAt"}}`` for every session.
+
+        Directory mode answers from the listing index (no entry file is read
+        when it is current); the result is what a full ``load()`` at the same
+        instant would give."""
+        return self._listing(lambda index: index.summary(), _summarize)
 
     def keys(self) -> list[str]:
-        self._check_open()
-        return list(self._entries_snapshot())
+        """Every session key, in no particular order (``recent()`` sorts)."""
+        return self._listing(lambda index: index.keys(), list)
 
     def __len__(self) -> int:
-        self._check_open()
-        return len(self._entries_snapshot())
+        return self._listing(len, len)
+
+    def recent(self, limit: int = 50, offset: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """The most recently updated sessions: ``[(key, {"lastChannel",
+        "lastTo", "updatedAt"}), ...]``, newest first, skipping the first
+        *offset*, at most *limit*.
+
+        Order: ``updatedAt`` descending; a missing or non-numeric
+        ``updatedAt`` counts as oldest; ties by key, ascending.  In directory
+        mode a page is read from the head of the listing index, without
+        parsing the rest of it."""
+        for name, value in (("limit", limit), ("offset", offset)):
+            if type(value) is not int or value < 0:
+                raise ValueError(f"recent() {name} must be an int >= 0, not {value!r}")
+
+        def from_entries(entries: dict) -> list:
+            rows = [[key, entry.get("updatedAt")] for key, entry in entries.items()]
+            rows.sort(key=_index.order_key)
+            return [(row[0], _summary_of(entries[row[0]])) for row in rows[offset:offset + limit]]
+
+        return self._listing(lambda index: index.recent(limit, offset), from_entries)
 
     def update(self, mutator: Callable[[dict[str, dict]], T]) -> T:
         """Run *mutator* on a private copy of the whole store under the lock,
@@ -511,7 +591,8 @@ class SessionStore:
                     f"two keys normalise to {key!r}; keep one of them", raw_key)
             if not isinstance(entry, dict):
                 raise InvalidEntryError(
-                    f"a session entry must be a dict (a JSON object), not {type(entry).__name__}", raw_key)
+                    f"session entry {key!r} must be a dict (a JSON object), "
+                    f"not {type(entry).__name__}", raw_key)
             result[key] = entry
         return result
 
@@ -524,11 +605,14 @@ class SessionStore:
     def _commit_diff(self, state, before: Snapshot, after: Mapping[str, dict]) -> None:
         old = before.entries
         changes = []
+        rows: dict[str, list] = {}
         dirty: dict[str, str] = {}
         for key, entry in after.items():
             if key not in old or not same_json(old[key], entry):
                 name = encode_key(key)
-                changes.append((name, key, encode_document(key, entry)))
+                data = encode_document(key, entry)
+                changes.append((name, key, data))
+                rows[key] = _index.entry_row(key, entry, len(data))
                 dirty[name] = key
         for key in old:
             if key not in after:
@@ -537,8 +621,153 @@ class SessionStore:
                 dirty[name] = key
         if not changes:
             return
-        seq_before, self.last_stats = self._dir.commit(changes)
+        seq_before, self.last_stats = self._dir.commit(changes, rows)
         self._note_commit(state, seq_before, state.version + 1, dirty)
+        if self._dir.index_compact_due:
+            self._compact_index()
+
+    # -- the listing index (directory mode) -------------------------------------------
+
+    def _listing(self, answer: Callable[[_index.Index], T], fallback: Callable[[dict], T]) -> T:
+        """*answer* from the current listing index in directory mode, else
+        *fallback* of a full snapshot (legacy mode, ``index=False``, or a
+        store that keeps flipping modes under us)."""
+        self._check_open()
+        if self.use_index:
+            trust = True
+            for _ in range(_FLIP_ATTEMPTS):
+                try:
+                    index = self._dir_index(trust)  # reads state.json: None when not active
+                    if index is None:
+                        if self._detect() != DIRECTORY:
+                            break
+                        continue  # flipped back meanwhile: look again
+                    return answer(index)
+                except _index.Gone:
+                    continue  # its base file was compacted meanwhile: load the new one
+                except ValueError as exc:
+                    # A damaged base section: rebuild from the entry files.
+                    _log.warning("session listing index of %s is unreadable (%s): rebuilding it",
+                                 self.paths.root, exc)
+                    trust = False
+                    with self._cache.mutex:
+                        self._cache.index = None
+        return fallback(self._entries_snapshot())
+
+    def _dir_index(self, trust: bool = True, build: bool = True) -> Optional[_index.Index]:
+        """The listing index valid for the current store state (seqlock as
+        in :meth:`_dir_snapshot`), ``None`` if the store stopped being active
+        -- or, with ``build=False``, if the stored index is not current (no
+        repair, nothing written)."""
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
+            seq = self._dir.read_seq()
+            if seq & 1:
+                time.sleep(0.0005 * (attempt + 1))  # a commit is in flight
+                continue
+            state = read_state(self.paths, memo=self._state_memo)
+            if state is None:
+                return None
+            try:
+                return self._index_at(state, seq, trust, build)
+            except _Retry:
+                continue
+        if not build:
+            return None
+        with self._hold():
+            if read_state(self.paths) is None:
+                return None
+            self._dir.recover()
+            state = read_state(self.paths)
+            return self._index_at(state, self._dir.read_seq(), trust, build)
+
+    def _token(self, state, seq: int) -> tuple:
+        return state.identity + (state.version, seq, _entries_mtime(self.paths))
+
+    def _index_at(self, state, seq: int, trust: bool, build: bool = True) -> Optional[_index.Index]:
+        """The index for (state, seq): the cached one, the stored one, or a
+        repair of either; raises _Retry when a commit overlapped a repair."""
+        token = self._token(state, seq)
+        cache = self._cache
+        cached = None
+        if cache.enabled and trust:
+            with cache.mutex:
+                cached = cache.index
+            if cached is not None and cached.token == token:
+                return cached
+        loaded = _index.load(self.paths.root) if trust else None
+        if loaded is not None and loaded.chained and loaded.token == token:
+            result = loaded
+            persist = loaded.log_size > max(_index.READER_FLOOR, loaded.base_size // 4)
+        elif not build:
+            return None
+        else:
+            prior = loaded if loaded is not None and loaded.token[:3] == token[:3] else None
+            if prior is None and cached is not None and cached.token[:3] == token[:3]:
+                prior = cached
+            try:
+                result = _index.repair(self.paths.entries, prior, token)
+            except (FileNotFoundError, NotADirectoryError):
+                raise _Retry from None  # entries/ moved away: a rollback or re-migration
+            if os.path.lexists(self.paths.commit) or self._dir.read_seq() != seq:
+                raise _Retry
+            after = read_state(self.paths)
+            if (after is None or after.version != state.version or after.identity != state.identity
+                    or _entries_mtime(self.paths) != token[5]):
+                raise _Retry
+            persist = True
+        if persist:
+            self._persist_index(result)
+        if cache.enabled:
+            result.shared = True
+            with cache.mutex:
+                cache.index = result
+        return result
+
+    def _persist_index(self, index: _index.Index) -> None:
+        """Store *index* if the lock is free right now and it is still
+        current; otherwise it stays in memory (the next listing tries again)."""
+        try:
+            self._lock.acquire(0, reference=False)
+        except StoreLockTimeout:
+            return
+        try:
+            state = read_state(self.paths, check_safety=False)
+            seq = self._dir.read_seq()
+            if state is None or seq & 1 or os.path.lexists(self.paths.commit):
+                return
+            if self._token(state, seq) != index.token:
+                return  # a commit came in between: its record is not in this index
+            if index.pending is not None and index.log_size <= max(_index.READER_FLOOR, index.base_size // 4):
+                if _index.append_pending(self.paths.root, index):
+                    return
+            _index.write(self.paths.root, index, self.durability)
+            index.pending = None
+        except (OSError, TypeError, ValueError) as exc:
+            # Disk full, or a value the index cannot hold: the index is
+            # derived data, so listings go on from memory or by repair.
+            _log.debug("session listing index of %s not written: %s", self.paths.root, exc)
+        finally:
+            self._lock.release()
+
+    def _compact_index(self) -> None:
+        """Under the lock, after a commit whose journal outgrew its base."""
+        self._dir.index_compact_due = False
+        try:
+            self._dir_index()
+        except (OSError, ValueError, _index.Gone) as exc:
+            _log.debug("session listing index of %s not compacted: %s", self.paths.root, exc)
+
+    def _maintenance_rows(self) -> Optional[list[tuple[list, str]]]:
+        """Under the lock, directory mode: (row, file name) of every session
+        from the listing index, or None when listings do not use it."""
+        if not self.use_index:
+            return None
+        try:
+            # Only a current index: a sweep (a dry run too) writes nothing of its own.
+            index = self._dir_index(build=False)
+            return None if index is None else index.items_with_names()
+        except (_index.Gone, ValueError):
+            return None
 
     # -- snapshots -----------------------------------------------------------------
 
@@ -557,7 +786,7 @@ class SessionStore:
                     return snapshot.entries
                 continue
             legacy = self._legacy_snapshot()
-            if self._detect() != DIRECTORY:
+            if self._legacy_stable(legacy):
                 return legacy.entries
         with self._hold():  # still flipping: read where nobody can change it
             if self._detect() == DIRECTORY:
@@ -624,6 +853,13 @@ class SessionStore:
 
     # -- legacy mode -------------------------------------------------------------------
 
+    def _legacy_stable(self, snapshot: LegacySnapshot) -> bool:
+        """Whether *snapshot* is still the answer: the store is in legacy
+        mode now and ``sessions.json`` is the file that was read (or still
+        missing).  A migration and a rollback between the read and this
+        check (the file gone, then back) make it False: look again."""
+        return self._detect() != DIRECTORY and self._legacy.token() == snapshot.token
+
     def _legacy_snapshot(self) -> LegacySnapshot:
         # -- damaged sessions.d (see sessionsd.damage): one lstat when there is
         # none; a WARNING once per damage; UnsafeStoreError for a symlink --
@@ -661,6 +897,14 @@ class SessionStore:
 
         guard_write(self.paths)
         # -- end damaged sessions.d --
+        # -- big legacy file (see sessionsd.migration.migrate_for_write): one
+        # over 64 MiB is never loaded whole here; this write migrates it by
+        # streaming first, then lands in directory mode --
+        from .migration import migrate_for_write
+
+        if migrate_for_write(self, mutate, protect):
+            return
+        # -- end big legacy file --
 
         before = self._legacy_snapshot()
         work = copy_entries(before.entries)

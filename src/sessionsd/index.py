@@ -1,0 +1,712 @@
+"""The derived listing index of the directory backend.
+
+Two files inside ``sessions.d/`` (this library's own, like ``seq`` and
+``stats``; the reference ignores them):
+
+* ``index`` -- the **base**: every session's listing row as of one store
+  state.  A magic line, a one-line JSON header (generation, the token of the
+  state it describes, the row count, where each section is), then sections,
+  each one JSON document:
+
+  - ``head``: the first ``HEAD_ROWS`` rows, compact, right after the header,
+    so the read that gets the header usually gets the newest sessions too;
+  - ``rows`` (written with two-space indentation, so that each row starts
+    with ``"\\n  ["``): ``[key, updatedAt, lastChannel, lastTo, bytes]`` per session,
+    most recently updated first (ties: key ascending) -- a prefix of it is
+    the most recent N, read without parsing the rest;
+  - ``keys``: the keys alone, same order (``keys()`` parses only this);
+  - ``updated``, ``channel``, ``to``: the summary fields as columns, same
+    order (``summary()`` parses these and ``keys``: no per-row objects);
+  - ``stat``: ``[file name, inode, mtime_ns]`` per row, for repair (inode 0:
+    unknown, re-read on the next repair);
+  - ``skipped``: entry-named files that are not loadable entries (corrupt,
+    impostors), with their stat, so a repair does not re-read them.
+
+* ``index.log`` -- the **journal**: a header line naming the base generation
+  (and the base's size, for the compaction rule), then one compact JSON line
+  per commit, appended inside the commit (seq odd) after its renames::
+
+      [prev version, prev seq, prev entries mtime, next version, next seq,
+       next entries mtime, [[key, updatedAt, lastChannel, lastTo, bytes] | [key], ...]]
+
+  One commit is one line, whatever it touched, so a listing never shows half
+  of a multi-entry commit.
+
+**Validity.**  The index describes exactly the store state named by its token
+``(state identity, state.json version, seq, mtime_ns of entries/)``: the
+base's token, advanced by every journal record whose *prev* equals the token
+so far.  It is used only when that token equals the current one, read with
+seq even.  A writer that does not keep it (the reference: entry renamed, then
+version + 1) changes the version and the directory's mtime; a writer that
+died mid-commit leaves seq odd, which recovery advances with no record; a
+torn journal line (power loss) does not parse and ends the journal; a hand
+edit that creates, renames or deletes a file changes the directory's mtime.
+Each of these makes the token differ, and the reader then **repairs**: it
+lists ``entries/``, lstats every file, and re-reads only files whose (inode,
+mtime_ns, size) differ from the index or are unknown.  Not detected without a
+version bump: a file rewritten *in place* (same inode, the directory
+untouched) -- until the next token change, when its new mtime or size is.
+
+The index never changes what ``load()`` returns: ``load()`` reads every file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat as _stat
+import time
+from typing import Any, Callable, Optional
+
+from . import _faults, _fsutil, _json
+from ._codec import copy_json, encode_key, scan_entries
+from ._documents import decode_document
+from ._fsutil import READ_FLAGS, NOT_A_FILE_ERRNOS, fsync_dir, read_regular, replace, temp_name, write_new
+
+try:  # pragma: no cover - which branch runs depends on the interpreter
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
+__all__ = ["INDEX_NAME", "LOG_NAME", "Index", "load", "repair", "write", "entry_row", "record_line",
+           "age", "order_key", "Gone"]
+
+INDEX_NAME = "index"
+LOG_NAME = "index.log"
+MAGIC = b"sessionsd-index 1\n"
+LOG_MAGIC = b"sessionsd-index-log 1 "
+_ROW_START = b"\n  ["
+#: Rows in the head section: a page of ``recent()`` parses only these.
+HEAD_ROWS = 64
+_FIRST_READ = 16384
+#: A file modified less than this long before it was stat'ed may be modified
+#: again within the same timestamp tick (the "racy" case of git's index): its
+#: stat is not trusted, so the next repair re-reads it.  Covers coarse
+#: timestamps (2 s on FAT).
+RACY_NS = 3_000_000_000
+#: Journal sizes that trigger compaction: a reader compacts (if it can take
+#: the lock without waiting) past ``max(READER_FLOOR, base / 4)``; a writer
+#: past ``max(WRITER_FLOOR, 2 * base)`` -- rare, so a put stays O(1).
+READER_FLOOR = 256 * 1024
+WRITER_FLOOR = 4 * 1024 * 1024
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SECTIONS = frozenset({"head", "rows", "keys", "updated", "channel", "to", "stat", "skipped"})
+
+if orjson is not None:
+    _INDENT = orjson.OPT_INDENT_2
+
+    def _dump_section(value: Any) -> bytes:
+        return orjson.dumps(value, option=_INDENT)
+
+    def _dump_line(value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    _loads = orjson.loads
+else:  # pragma: no cover - exercised on interpreters without orjson
+    def _dump_section(value: Any) -> bytes:
+        return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+    def _dump_line(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+    _loads = _json.loads
+
+
+class Gone(Exception):
+    """The base file an index was loaded from was replaced: load again."""
+
+
+# -- rows ---------------------------------------------------------------------------
+
+def age(updated: Any) -> float:
+    """Age order of an ``updatedAt``: missing or non-numeric counts as oldest
+    (maintenance's rule)."""
+    if type(updated) is int or (type(updated) is float and math.isfinite(updated)):
+        return float(updated)
+    if isinstance(updated, (int, float)) and not isinstance(updated, bool) and math.isfinite(updated):
+        return float(updated)
+    return float("-inf")
+
+
+def order_key(row: list) -> tuple:
+    """Listing order: most recently updated first, ties by key ascending."""
+    return (-age(row[1]), row[0])
+
+
+def _plain(value: Any) -> Any:
+    """*value* as a JSON round trip gives it back (what ``load()`` would
+    read from the file): exact scalars as they are, anything else (tuples,
+    enums, UUIDs, ``str`` subclasses, containers) through the codec."""
+    if type(value) in _SCALARS:
+        return value
+    return _json.loads(_json.dumps(value))
+
+
+def entry_row(key: str, entry: dict, size: int) -> list:
+    """The listing row of *entry* as stored under *key* in *size* bytes."""
+    get = dict.get
+    return [key, _plain(get(entry, "updatedAt")), _plain(get(entry, "lastChannel")),
+            _plain(get(entry, "lastTo")), size]
+
+
+def record_line(prev: tuple, nxt: tuple, ops: list) -> bytes:
+    """One journal line (see the module docstring).  Raises TypeError or
+    ValueError for values the index cannot hold (the commit then leaves the
+    index stale, and readers repair it)."""
+    return _dump_line([prev[0], prev[1], prev[2], nxt[0], nxt[1], nxt[2], ops]) + b"\n"
+
+
+def _holds_containers(rows: list) -> bool:
+    """Do any summary values of *rows* need copying (a dict or list)?"""
+    kinds = {dict, list}
+    return any(type(row[1]) in kinds or type(row[2]) in kinds or type(row[3]) in kinds for row in rows)
+
+
+def _summary(row: list, copy: bool) -> dict:
+    if copy:
+        return {"lastChannel": copy_json(row[2]), "lastTo": copy_json(row[3]), "updatedAt": copy_json(row[1])}
+    return {"lastChannel": row[2], "lastTo": row[3], "updatedAt": row[1]}
+
+
+# -- the in-memory index ----------------------------------------------------------------
+
+class Index:
+    """Listing rows of one store state (``token``): a base (sorted rows, read
+    lazily from the base file or held in memory) plus an overlay of the
+    journal's changes (key -> row, or None for a deleted session)."""
+
+    def __init__(self, token: tuple, *, rows: Optional[list] = None, keys: Optional[list] = None,
+                 stat: Optional[list] = None, skipped: Optional[list] = None,
+                 path: Optional[str] = None, file_id: Optional[tuple] = None,
+                 sections: Optional[dict] = None, count: Optional[int] = None,
+                 base_size: int = 0) -> None:
+        self.token = token
+        self.chained = True          # every journal record applied in order
+        self.path = path
+        self.file_id = file_id
+        self.sections = sections or {}
+        self.base_size = base_size
+        self.log_size = 0
+        self._rows = rows
+        self._head: Optional[list] = rows[:HEAD_ROWS] if rows is not None else None
+        self._head_bytes: Optional[bytes] = None
+        self._keys = keys
+        self._updated: Optional[list] = None
+        self._channel: Optional[list] = None
+        self._to: Optional[list] = None
+        self._stat = stat
+        self._skipped = skipped
+        self._count = len(rows) if rows is not None else count
+        self._keyset: Optional[set] = None
+        self.overlay: dict[str, Optional[list]] = {}
+        #: True once the index is kept in a shared cache: values handed out are copied.
+        self.shared = False
+        #: (prev, next, ops, journal size it follows) of a repair not yet stored.
+        self.pending: Optional[tuple] = None
+
+    # -- base sections --------------------------------------------------------------
+
+    def _section(self, name: str) -> list:
+        cached = getattr(self, "_" + name)
+        if cached is not None:
+            return cached
+        if self.path is None:
+            return []
+        value = _loads(self._read(*self.sections[name]))
+        if type(value) is not list:
+            raise ValueError(f"index section {name} is not a list")
+        setattr(self, "_" + name, value)
+        return value
+
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self.path, READ_FLAGS)
+        except FileNotFoundError:
+            raise Gone from None
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != self.file_id:
+                raise Gone  # replaced by a compaction: this object's token may still be right, its file is not
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise ValueError("index file is shorter than its header says")
+        return data
+
+    def _rows_prefix(self, count: int) -> list:
+        """The first *count* base rows, parsing no more than needed."""
+        if self._rows is not None or self.path is None:
+            return self._section("rows")[:count]
+        if count <= HEAD_ROWS or (self._count is not None and self._count <= HEAD_ROWS):
+            if self._head is None:
+                data = self._head_bytes
+                self._head = _loads(data if data is not None else self._read(*self.sections["head"]))
+                if type(self._head) is not list:
+                    raise ValueError("index head is not a list")
+            return self._head[:count]
+        offset, length = self.sections["rows"]
+        want = min(length, max(8192, count * 200))
+        while True:
+            data = self._read(offset, want)
+            position = 0
+            for _ in range(count + 1):
+                position = data.find(_ROW_START, position + 1)
+                if position < 0:
+                    break
+            if position > 0:
+                value = _loads(data[:position].rstrip(b",") + b"\n]")
+                break
+            if want >= length:
+                value = _loads(data)
+                break
+            want = min(length, want * 4)
+        if type(value) is not list:
+            raise ValueError("index rows are not a list")
+        return value[:count]
+
+    # -- journal ------------------------------------------------------------------------
+
+    def apply(self, ops: list) -> None:
+        """Apply journal ops: ``[key]`` deletes, ``[key, updatedAt,
+        lastChannel, lastTo, bytes]`` writes (a commit's), and the same plus
+        ``file name, inode, mtime_ns`` (a repair's, whose stat is known)."""
+        overlay = self.overlay
+        for op in ops:
+            overlay[op[0]] = op if len(op) > 1 else None
+        self._keyset = None
+
+    def extended(self, token: tuple, ops: list) -> "Index":
+        """A copy of this file-backed index with *ops* on top, for *token*;
+        ``pending`` holds the journal record that makes the stored index
+        say the same (see :func:`append_pending`)."""
+        result = Index(token, path=self.path, file_id=self.file_id, sections=self.sections, count=self._count,
+                       base_size=self.base_size)
+        for name in ("_head", "_head_bytes", "_keys", "_updated", "_channel", "_to", "_stat", "_skipped"):
+            setattr(result, name, getattr(self, name))
+        result._rows = self._rows
+        result.overlay = dict(self.overlay)
+        result.apply(ops)
+        result.log_size = self.log_size
+        result.pending = (self.token[3:], token[3:], ops, self.log_size)
+        return result
+
+    # -- answers ------------------------------------------------------------------------
+
+    def _base_keyset(self) -> set:
+        if self._keyset is None:
+            self._keyset = set(self._section("keys"))
+        return self._keyset
+
+    def __len__(self) -> int:
+        overlay = self.overlay
+        if not overlay:
+            if self._count is None:
+                self._count = len(self._section("keys"))
+            return self._count
+        base = self._base_keyset()
+        count = len(base) if self._count is None else self._count
+        for key, row in overlay.items():
+            count += (row is not None) - (key in base)
+        return count
+
+    def keys(self) -> list[str]:
+        overlay = self.overlay
+        keys = self._section("keys")
+        if not overlay:
+            return list(keys)
+        result = [key for key in keys if key not in overlay]
+        result += [key for key, row in overlay.items() if row is not None]
+        return result
+
+    def rows(self) -> list[list]:
+        """Every row: base rows not overridden, then the overlay's."""
+        rows = self._section("rows")
+        overlay = self.overlay
+        if not overlay:
+            return rows
+        return [row for row in rows if row[0] not in overlay] + [row for row in overlay.values() if row is not None]
+
+    def summary(self) -> dict[str, dict]:
+        if self._rows is not None or self.path is None:
+            rows = self.rows()
+            if self.shared and _holds_containers(rows):
+                return {row[0]: _summary(row, True) for row in rows}  # the caller's own copies
+            return {row[0]: {"lastChannel": row[2], "lastTo": row[3], "updatedAt": row[1]} for row in rows}
+        # From the columns: the only objects made are the answer's own.
+        columns = (self._section("updated"), self._section("channel"), self._section("to"))
+        kinds = {dict, list}
+        if self.shared and any(type(value) in kinds for values in columns for value in values):
+            rows = self.rows()
+            return {row[0]: _summary(row, True) for row in rows}
+        result = {key: {"lastChannel": channel, "lastTo": to, "updatedAt": updated}
+                  for key, updated, channel, to in zip(self._section("keys"), *columns)}
+        for key, row in self.overlay.items():
+            if row is None:
+                result.pop(key, None)
+            else:
+                result[key] = _summary(row, self.shared)
+        return result
+
+    def recent(self, limit: int, offset: int) -> list[tuple[str, dict]]:
+        need = offset + limit
+        overlay = self.overlay
+        if need <= 0:
+            return []
+        prefix = self._rows_prefix(need + len(overlay))
+        if overlay:
+            # A base row past need + len(overlay) cannot be among the first
+            # `need`: at most len(overlay) rows before it were overridden.
+            merged = [row for row in prefix if row[0] not in overlay]
+            merged += [row for row in overlay.values() if row is not None]
+            merged.sort(key=order_key)
+        else:
+            merged = prefix
+        return [(row[0], _summary(row, self.shared)) for row in merged[offset:need]]
+
+    def items_with_names(self) -> list[tuple[list, str]]:
+        """(row, file name) of every session (maintenance)."""
+        rows = self._section("rows")
+        stat = self._section("stat")
+        overlay = self.overlay
+        result = [(row, info[0]) for row, info in zip(rows, stat) if not overlay or row[0] not in overlay]
+        result += [(row, row[5] if len(row) > 5 else encode_key(row[0])) for row in overlay.values() if row is not None]
+        return result
+
+    def known_files(self) -> tuple[dict, dict, dict]:
+        """``{name: (row, ino, mtime_ns)}`` of every session (ino 0 when its
+        file's stat is not known), and ``{name: (reason, ino, mtime_ns,
+        size)}`` of skipped files: what a repair compares the directory with."""
+        rows = self._section("rows")
+        stat = self._section("stat")
+        overlay = self.overlay
+        if overlay:
+            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat) if row[0] not in overlay}
+            for row in overlay.values():
+                if row is not None:
+                    if len(row) > 5:
+                        known[row[5]] = (row, row[6], row[7])
+                    else:
+                        known[encode_key(row[0])] = (row, 0, 0)
+        else:
+            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat)}
+        skipped = {item[0]: (item[1], item[2], item[3], item[4]) for item in self._section("skipped") if item[2]}
+        return known, skipped
+
+
+# -- reading the files ------------------------------------------------------------------
+
+def _paths(root: str) -> tuple[str, str]:
+    return os.path.join(root, INDEX_NAME), os.path.join(root, LOG_NAME)
+
+
+def _int(value: Any) -> bool:
+    return type(value) is int
+
+
+def load(root: str) -> Optional[Index]:
+    """The index stored in *root* (``sessions.d``): the base and every
+    journal record that chains onto it.  ``None`` when there is none or it
+    is unreadable.  The caller compares ``token`` (and ``chained``) with the
+    store's current token."""
+    base_path, log_path = _paths(root)
+    try:
+        fd = os.open(base_path, READ_FLAGS)
+    except OSError as exc:
+        if exc.errno in NOT_A_FILE_ERRNOS:
+            return None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not _stat.S_ISREG(info.st_mode):
+            return None
+        head = os.pread(fd, _FIRST_READ, 0)
+    finally:
+        os.close(fd)
+    try:
+        if not head.startswith(MAGIC):
+            return None
+        end = head.find(b"\n", len(MAGIC))
+        if end < 0:
+            return None
+        header = _loads(head[len(MAGIC):end])
+        token = tuple(header["token"])
+        gen = header["gen"]
+        count = header["count"]
+        body = end + 1
+        sections = {name: (body + place[0], place[1]) for name, place in header["sections"].items()}
+        if (len(token) != 6 or not all(_int(t) for t in token) or type(gen) is not str
+                or not _int(count) or set(sections) != _SECTIONS
+                or any(off + length > info.st_size for off, length in sections.values())):
+            return None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    index = Index(token, path=base_path, file_id=(info.st_dev, info.st_ino), sections=sections,
+                  count=count, base_size=info.st_size)
+    start, length = sections["head"]
+    if start + length <= len(head):
+        index._head_bytes = head[start:start + length]
+    data = _fsutil.read_regular(log_path)  # (module attribute: tests count entry reads via index.read_regular)
+    if data is None or not data.startswith(LOG_MAGIC):
+        index.chained = data is None  # a missing journal is an empty one; a foreign file is not
+        return index
+    index.log_size = len(data)
+    newline = data.find(b"\n")
+    fields = data[len(LOG_MAGIC):newline].split() if newline > 0 else []
+    if not fields or fields[0] != gen.encode("ascii", "replace"):
+        # A journal of another base (a compaction died between its renames):
+        # none of its records apply.
+        index.chained = False
+        return index
+    running = token[3:]
+    for record in _records(data[newline + 1:]):
+        if (type(record) is not list or len(record) != 7 or not all(_int(v) for v in record[:6])
+                or type(record[6]) is not list):
+            index.chained = False
+            break
+        if tuple(record[:3]) != running:
+            index.chained = False  # a commit the journal does not know of came in between
+            break
+        ops = record[6]
+        if not all(type(op) is list and len(op) in (1, 5, 8) and type(op[0]) is str for op in ops):
+            index.chained = False
+            break
+        index.apply(ops)
+        running = tuple(record[3:6])
+    index.token = token[:3] + running
+    return index
+
+
+def _records(body: bytes) -> list:
+    """The complete lines of the journal body, parsed, up to the first that
+    does not parse (a torn tail)."""
+    end = body.rfind(b"\n")
+    if end < 0:
+        return []
+    body = body[:end]
+    try:
+        # One parse for the whole journal: every line is one JSON value.
+        parsed = _loads(b"[" + body.replace(b"\n", b",") + b"]")
+        if type(parsed) is list:
+            return parsed
+    except ValueError:
+        pass
+    records = []
+    for line in body.split(b"\n"):
+        try:
+            records.append(_loads(line))
+        except ValueError:
+            break
+    return records
+
+
+def log_base_size(fd: int) -> Optional[int]:
+    """The base size named in the journal header of *fd*, if readable."""
+    head = os.pread(fd, 128, 0)
+    newline = head.find(b"\n")
+    if not head.startswith(LOG_MAGIC) or newline < 0:
+        return None
+    fields = head[len(LOG_MAGIC):newline].split()
+    try:
+        return int(fields[1])
+    except (IndexError, ValueError):
+        return None
+
+
+# -- repair -----------------------------------------------------------------------------
+
+def repair(entries: str, prior: Optional[Index], token: tuple,
+           read: Optional[Callable[[str], Optional[bytes]]] = None) -> Index:
+    """An index of what ``entries/`` holds now, for *token*: lists the
+    directory and lstats every entry file; reads and decodes only files the
+    *prior* index does not know with the same (inode, mtime_ns, size) --
+    every file when there is no prior.  Decoding follows ``load()`` exactly
+    (``decode_document``).  The caller checks that no commit overlapped.
+
+    With a stored prior whose journal chains (the usual case after a
+    foreign write), the result is that index plus the changes, and
+    ``pending`` holds them as one journal record: storing the repair costs
+    an append, not a rewrite of the base."""
+    read = read or read_regular
+    incremental = prior is not None and prior.path is not None and prior.chained
+    try:
+        known, known_skipped = prior.known_files() if prior is not None else ({}, {})
+    except (Gone, ValueError, OSError):
+        known, known_skipped, incremental = {}, {}, False
+    prefix = entries + os.sep
+    rows: list = []      # every row (full mode)
+    stats: list = []
+    ops: list = []       # what changed (incremental mode)
+    skipped: list = []
+    seen: set = set()
+    lstat = os.lstat
+    now = time.time_ns()
+    # lstat relative to the open directory: one path step per file, not five.
+    dir_fd = _fsutil.open_dir(entries)
+    try:
+        listing = scan_entries(entries)
+        infos = []
+        for name, _inline in listing:
+            try:
+                infos.append(lstat(name, dir_fd=dir_fd) if dir_fd is not None else lstat(prefix + name))
+            except FileNotFoundError:
+                infos.append(None)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    for (name, inline_key), info in zip(listing, infos):
+        if info is None:
+            continue
+        if not _stat.S_ISREG(info.st_mode):
+            continue
+        ino, mtime, size = info.st_ino, info.st_mtime_ns, info.st_size
+        trusted = now - mtime >= RACY_NS
+        was = known.get(name)
+        if was is not None:
+            seen.add(name)
+            if was[1] == ino and was[2] == mtime and was[0][4] == size:
+                if not incremental:
+                    rows.append(was[0][:5])
+                    stats.append([name, ino if trusted else 0, mtime])
+                elif not trusted:
+                    ops.append(was[0][:5] + [name, 0, mtime])
+                continue
+        gone = known_skipped.get(name)
+        if gone is not None and gone[1:] == (ino, mtime, size):
+            skipped.append([name, gone[0], ino if trusted else 0, mtime, size])
+            continue
+        try:
+            data = read(prefix + name)
+        except PermissionError:
+            data, reason = None, "permission denied"
+        else:
+            reason = "vanished"
+        if data is not None and len(data) != size:
+            trusted = False  # changed between the lstat and the read
+        decoded = decode_document(data, name, inline_key) if data is not None else reason
+        if isinstance(decoded, str):
+            if decoded != "vanished":
+                skipped.append([name, decoded, ino if trusted and data is not None else 0, mtime, size])
+            if was is not None and incremental:
+                ops.append([was[0][0]])  # no longer a loadable entry
+            continue
+        key, entry = decoded
+        row = entry_row(key, entry, len(data))
+        if incremental:
+            ops.append(row + [name, ino if trusted else 0, mtime])
+        else:
+            rows.append(row)
+            stats.append([name, ino if trusted else 0, mtime])
+    if incremental:
+        ops += [[was[0][0]] for name, was in known.items() if name not in seen]
+        return prior.extended(token, ops)
+    order = sorted(range(len(rows)), key=lambda i: order_key(rows[i]))
+    rows = [rows[i] for i in order]
+    stats = [stats[i] for i in order]
+    return Index(token, rows=rows, keys=[row[0] for row in rows], stat=stats, skipped=skipped)
+
+
+def append_pending(root: str, index: Index) -> bool:
+    """Store a repair made by :meth:`Index.extended`: append its record if
+    the journal is still the one it follows.  The caller holds the lock and
+    has checked that the index's token is current."""
+    prev, nxt, ops, follows = index.pending
+    try:
+        fd = os.open(os.path.join(root, LOG_NAME), os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        if os.fstat(fd).st_size != follows:
+            return False  # appended to or replaced since it was read
+        line = record_line(prev, nxt, ops)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    index.pending = None
+    index.log_size = follows + len(line)
+    return True
+
+
+# -- writing ----------------------------------------------------------------------------
+
+def write(root: str, index: Index, durability: str = "none") -> int:
+    """Persist *index* (the caller holds the store lock and has checked
+    that its token is current): a new base, then an empty journal of the new
+    generation, each by rename.  Returns the base's size.
+
+    Crash consistency: a reader pairs a base only with a journal of its
+    generation, so a crash between the renames leaves a base whose journal
+    is ignored -- valid for its own token, stale for any later one."""
+    rows = index.rows()
+    if index.overlay:
+        stat = [info for row, info in zip(index._section("rows"), index._section("stat"))
+                if row[0] not in index.overlay]
+        stat += [row[5:8] if len(row) > 5 else [encode_key(row[0]), 0, 0]
+                 for row in index.overlay.values() if row is not None]
+        rows = [row[:5] for row in rows]
+        pairs = sorted(zip(rows, stat), key=lambda pair: order_key(pair[0]))
+        rows = [pair[0] for pair in pairs]
+        stat = [pair[1] for pair in pairs]
+        skipped = [item for item in index._section("skipped")
+                   if item[0] not in {encode_key(key) for key in index.overlay}]
+    else:
+        stat = index._section("stat")
+        skipped = index._section("skipped")
+    sections = [("head", _dump_line(rows[:HEAD_ROWS])), ("rows", _dump_section(rows)),
+                ("keys", _dump_line([row[0] for row in rows])),
+                ("updated", _dump_line([row[1] for row in rows])), ("channel", _dump_line([row[2] for row in rows])),
+                ("to", _dump_line([row[3] for row in rows])),
+                ("stat", _dump_line(stat)), ("skipped", _dump_line(skipped))]
+    gen = os.urandom(8).hex()
+    places = {}
+    offset = 0
+    for name, data in sections:
+        places[name] = [offset, len(data)]
+        offset += len(data)
+    header = _dump_line({"gen": gen, "token": list(index.token), "count": len(rows), "sections": places})
+    blob = b"".join([MAGIC, header, b"\n"] + [data for _name, data in sections])
+    base_path, log_path = _paths(root)
+    _remove_leftovers(root)
+    _replace_with(base_path, blob, durability)
+    _faults.hit("index:between-renames")
+    _replace_with(log_path, LOG_MAGIC + f"{gen} {len(blob)}\n".encode("ascii"), durability)
+    if durability == "full":
+        fsync_dir(root)
+    return len(blob)
+
+
+def _replace_with(path: str, data: bytes, durability: str) -> None:
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, temp_name(name))
+    write_new(temp, data, durability)
+    _faults.hit("index:temp-written")
+    try:
+        replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass  # a leftover temp file is a dotfile that recovery removes
+        raise
+
+
+def _remove_leftovers(root: str) -> None:
+    """Temp files of an index write that was killed: only lock holders
+    write them, and the caller holds the lock, so any found are dead."""
+    for name in os.listdir(root):
+        if name.startswith((f".{INDEX_NAME}.", f".{LOG_NAME}.")) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(root, name))
+            except FileNotFoundError:
+                pass  # removed by another cleaner meanwhile
+
+
+def remove(root: str) -> None:
+    """Delete the index files (a store without an index keeps none)."""
+    for path in _paths(root):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass  # already gone
