@@ -35,7 +35,7 @@ def run(capsys, *argv):
 def test_info_get_ls(capsys, store_path):
     sessionsd.migrate(store_path)
     code, out, _ = run(capsys, "info", store_path)
-    assert code == 0 and "mode:" in out and "directory" in out and "sessions:     2" in out
+    assert code == 0 and re.search(r"^mode: +directory$", out, re.M) and re.search(r"^sessions: +2$", out, re.M)
     code, out, _ = run(capsys, "info", store_path, "--json")
     info = json.loads(out)
     assert info["mode"] == "directory" and info["sessions"] == 2 and info["version"] == 1
@@ -71,8 +71,9 @@ def test_migrate_state_dir(capsys, tmp_path, store_path):
     code, out, err = run(capsys, "migrate", "--state-dir", state)
     assert code == 0 and out.startswith("migrated ")
     assert "session-store migration summary: inspected=1 migrated=1" in err
+    (tmp_path / "empty").mkdir()
     code, out, _ = run(capsys, "migrate", "--state-dir", tmp_path / "empty")
-    assert "No session stores found." in out
+    assert code == 0 and "No session stores found" in out
 
 
 def test_rollback_commands(capsys, tmp_path, store_path):
@@ -82,14 +83,16 @@ def test_rollback_commands(capsys, tmp_path, store_path):
     sessionsd.migrate(store_path)
     code, out, _ = run(capsys, "rollback", "--store", store_path, "--store", other, "--dry-run")
     assert code == 0
-    assert out.splitlines() == sorted([f"would restore {store_path}", f"would skip {other}"],
-                                      key=lambda line: line.split()[-1]) + ["Summary: restored 1, skipped 1"]
+    assert out.splitlines() == sorted([f"would restore {store_path}",
+                                       f"would skip {other}: already a legacy store (no sessions.d to restore from)"],
+                                      key=lambda line: line.split()[2]) + ["Summary: restored 1, skipped 1"]
     assert SessionStore(store_path).mode == "directory"  # dry run changed nothing
     code, out, _ = run(capsys, "rollback", "--state-dir", tmp_path)
     assert f"restored {store_path}" in out and out.strip().endswith("Summary: restored 1, skipped 1")
     assert SessionStore(store_path).mode == "legacy"
+    (tmp_path / "none").mkdir()
     code, out, _ = run(capsys, "rollback", "--state-dir", tmp_path / "none")
-    assert out.strip() == "No session stores found."
+    assert code == 0 and out.startswith("No session stores found")
 
 
 def test_check_and_fix(capsys, store_path):
@@ -119,7 +122,10 @@ def test_maintain_command(capsys, store_path):
     code, out, _ = run(capsys, "maintain", store_path, "--max-entries", "1", "--dry-run")
     assert code == 0 and "would remove (over cap): a" in out
     assert len(SessionStore(store_path).load()) == 2
-    code, out, _ = run(capsys, "maintain", store_path, "--max-entries", "1")
+    code, out, _ = run(capsys, "maintain", store_path, "--max-entries", "1")  # warn: the default
+    assert code == 0 and "would remove (over cap): a" in out
+    assert len(SessionStore(store_path).load()) == 2
+    code, out, _ = run(capsys, "maintain", store_path, "--max-entries", "1", "--mode", "enforce")
     assert code == 0 and "removed (over cap): a" in out
     assert list(SessionStore(store_path).load()) == ["b"]
     code, out, err = run(capsys, "maintain", store_path)
@@ -190,7 +196,12 @@ def test_migrate_lines_for_every_outcome_and_one_failure_does_not_stop_the_rest(
     failing = store("failing", '{"a": {}}')
     os.symlink(tmp_path, failing.parent / "sessions.d")
     code, out, err = run(capsys, "migrate", good, json5, empty, invalid, missing, failing)
-    assert code == 1 and err == ""  # no terminal: no progress bar
+    # No terminal: no progress bar; the missing store and the two not migrated are named.
+    assert code == 1 and err.splitlines() == [
+        f"sessionsd migrate: no session store at {missing}: neither sessions.json nor sessions.d "
+        f"exists in {missing.parent}",
+        "sessionsd migrate: 2 store(s) not migrated (failed=1, skipped_invalid=1): fix or move them "
+        "aside, then run migrate again"]
     lines = out.splitlines()
     assert lines[0].startswith(f"migrated {good} (legacy 1, migrated 1) backup {good}.bak.")
     assert lines[1].startswith(f"migrated {json5} (legacy 1, migrated 1) backup ")
@@ -220,6 +231,7 @@ def test_migrate_state_dir_json_and_summary(capsys, tmp_path, store_path):
         (str(store_path), "migrated")]
     assert err.startswith("session-store migration summary: inspected=2 migrated=1 already_directory=0 "
                           "skipped_empty=0 skipped_invalid=1 missing=0 failed=0; issues: ")
+    (tmp_path / "empty").mkdir()
     code, out, err = run(capsys, "migrate", "--state-dir", tmp_path / "empty", "--json")
     assert (code, json.loads(out), err) == (0, [], "")
 
@@ -277,7 +289,9 @@ def test_rollback_output_json_and_dry_run(capsys, tmp_path, store_path):
         f"restored {store_path}", f"restored {other}", "Summary: restored 2, skipped 0"]
     assert json.loads(store_path.read_text()) == SessionStore(store_path).load()
     code, out, _ = run(capsys, "rollback", "--store", store_path, "--json")
-    assert json.loads(out)["stores"] == [{"store": str(store_path), "action": "skipped"}]
+    assert json.loads(out)["stores"] == [{"store": str(store_path), "action": "skipped",
+                                          "reason": "already a legacy store (no sessions.d to restore from)"}]
+    (tmp_path / "none").mkdir()
     code, out, _ = run(capsys, "rollback", "--state-dir", tmp_path / "none", "--json")
     assert (code, json.loads(out)["stores"]) == (0, [])
 
@@ -291,14 +305,14 @@ def test_rollback_failure_of_one_store_exits_1_after_the_others(capsys, tmp_path
     os.chmod(unsafe.parent / "sessions.d", 0o777)  # refused: others could write into it
     code, out, err = run(capsys, "rollback", "--state-dir", tmp_path)
     assert code == 1
-    assert out.splitlines() == [f"restored {store_path}", "Summary: restored 1, skipped 0"]
+    assert out.splitlines() == [f"restored {store_path}", "Summary: restored 1, skipped 0, failed 1"]
     assert err.startswith(f"sessionsd rollback: {unsafe}: refusing writable session-store directory")
     assert SessionStore(store_path).mode == "legacy"
 
 
 def test_rollback_needs_a_target(capsys):
     code, out, err = run(capsys, "rollback", "--dry-run")
-    assert code == 2 and out == "" and "give --store PATH" in err
+    assert code == 2 and out == "" and "give a store path (PATH or --store PATH) or --state-dir DIR" in err
 
 
 def test_check_of_a_legacy_store(capsys, store_path):

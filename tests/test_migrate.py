@@ -274,8 +274,7 @@ def test_startup_summary_with_issues_is_a_warning(tmp_path, caplog, monkeypatch)
     assert records[0].getMessage() == (
         "session-store migration summary: inspected=3 migrated=1 already_directory=0 "
         "skipped_empty=0 skipped_invalid=1 missing=0 failed=1; issues: "
-        f"{bad} (invalid legacy store); "
-        f"{bad} (Legacy sessions.json does not contain an object store.); "
+        f"{bad} (invalid legacy store, Legacy sessions.json does not contain an object store.); "
         f"{failing} (Migration failed: RuntimeError: boom)")
     assert SessionStore(ok).mode == "directory"
 

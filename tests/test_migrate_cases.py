@@ -280,10 +280,9 @@ def test_summary_with_every_outcome_and_a_real_failure(tmp_path, caplog):
     assert record.getMessage() == (
         "session-store migration summary: inspected=7 migrated=2 already_directory=1 skipped_empty=1 "
         "skipped_invalid=1 missing=1 failed=1; issues: "
-        f"{invalid} (invalid legacy store); "
         f"{failing} (Migration failed: UnsafeStoreError: refusing to use symlinked directory "
         f"session store path: {agents / 'aa' / 'sessions' / 'sessions.d'}); "
-        f"{invalid} ({NOT_OBJECT})")
+        f"{invalid} (invalid legacy store, {NOT_OBJECT})")
     # Exactly one line above DEBUG for the whole run.
     assert [r for r in caplog.records if r.levelno > logging.DEBUG] == [record]
     assert SessionStore(late).load() == {"k": {"n": 2}} and SessionStore(late).mode == "directory"
@@ -301,8 +300,8 @@ def test_summary_of_benign_warnings_is_info(tmp_path, caplog):
     assert record.levelno == logging.INFO
     assert record.getMessage() == (
         "session-store migration summary: inspected=1 migrated=1 already_directory=0 skipped_empty=0 "
-        f"skipped_invalid=0 missing=0 failed=0; issues: {json5} ({JSON5}); "
-        f"{json5} (moved an inactive session-store directory aside to {orphan})")
+        f"skipped_invalid=0 missing=0 failed=0; issues: {json5} ({JSON5}, "
+        f"moved an inactive session-store directory aside to {orphan})")
 
 
 def test_extra_paths_are_migrated_once_after_the_agents(tmp_path, caplog):

@@ -116,8 +116,13 @@ def summary_line(results: Sequence[MigrationResult]) -> str:
     line = f"session-store migration summary: inspected={len(results)} " + " ".join(
         f"{name}={count}" for name, count in counts.items()
     )
-    issues = [f"{r.store_path} (invalid legacy store)" for r in results if r.outcome == "skipped_invalid"]
-    issues += [f"{r.store_path} ({warning})" for r in results for warning in r.warnings]
+    issues = []
+    for result in results:  # one item per store, its reasons together
+        reasons = list(result.warnings)
+        if result.outcome == "skipped_invalid":
+            reasons.insert(0, "invalid legacy store")
+        if reasons:
+            issues.append(f"{result.store_path} ({', '.join(reasons)})")
     if issues:
         line += "; issues: " + "; ".join(issues)
     return line
