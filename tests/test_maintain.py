@@ -230,3 +230,22 @@ def test_cap_holds_under_concurrent_writers(tmp_path):
     newest = sorted(written, key=written.get)[-50:]
     assert sorted(sessions) == sorted(newest)
     assert sum(1 for n in os.listdir(path.parent / "sessions.d" / "entries") if not n.startswith(".")) == 50
+
+
+def test_a_sweep_with_its_own_settings_applies_their_disk_budget_in_legacy_mode(tmp_path):
+    """maintain(settings) on a store opened without maintenance= measures
+    entry sizes by the settings passed, not by the store's (none)."""
+    import json
+
+    from sessionsd import SessionStore
+    from sessionsd.maintenance import Maintenance
+
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps({f"k{i}": {"updatedAt": i + 1, "pad": "x" * 1000} for i in range(10)}))
+    store = SessionStore(path)
+    preview = store.maintain(Maintenance(mode="enforce", max_disk_bytes=5000), dry_run=True)
+    assert SessionStore(path, cache=False).load().keys() == {f"k{i}" for i in range(10)}
+    store.maintain(Maintenance(mode="enforce", max_disk_bytes=5000))
+    left = SessionStore(path, cache=False).load()
+    assert 0 < len(left) < 10 and set(left) == {f"k{i}" for i in range(10 - len(left), 10)}  # newest kept
+    assert preview is not None

@@ -596,9 +596,12 @@ class SessionStore:
             result[key] = entry
         return result
 
-    def _size_of(self) -> Optional[Callable[[str, dict], int]]:
-        """Entry sizes for the disk budget (serialised, as on disk), or None."""
-        if self.maintenance is None or self.maintenance.max_disk_bytes is None:
+    def _size_of(self, settings: Optional[Maintenance] = None) -> Optional[Callable[[str, dict], int]]:
+        """Entry sizes for the disk budget (serialised, as on disk), or None.
+        *settings*: the sweep's (default: those of the maintainer in force)."""
+        if settings is None:
+            settings = self._maintainer.settings if self._maintainer is not None else self.maintenance
+        if settings is None or settings.max_disk_bytes is None:
             return None
         return lambda key, entry: len(encode_document(key, entry))
 
@@ -962,7 +965,7 @@ class SessionStore:
             snapshot = self._legacy_snapshot()
             if dry_run or settings.mode == "warn":
                 report, _ = maintainer.apply_to_mapping(copy_entries(snapshot.entries),
-                                                        sizes=self._size_of(), dry_run=dry_run)
+                                                        sizes=self._size_of(settings), dry_run=dry_run)
                 return report
             previous, self._maintainer = self._maintainer, maintainer
             try:
