@@ -411,7 +411,7 @@ def test_maintain_command_json_report_and_usage_errors(tmp_path, capsys):
     for bad in (["--max-entries", "-1"], ["--prune-after", "soon"], ["--max-disk-bytes", "-5"]):
         assert main(["maintain", path, *bad]) == 2
         assert "sessionsd maintain:" in capsys.readouterr().err
-    assert main(["maintain", path, "--prune-after", "7d", "--json"]) == 0
+    assert main(["maintain", path, "--prune-after", "7d", "--mode", "enforce", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["applied"] and report["pruned"] == ["old"] and report["removed"] == ["old"]
     assert len(report["archived"]) == 1

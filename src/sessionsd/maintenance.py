@@ -313,6 +313,13 @@ class Maintainer:
             # its place, or the next eviction would take a newer session.
             _insert_candidate(candidates, (age, key, name, self._size(directory.entry_prefix + name)))
 
+    def _entry_bytes(self, key: str) -> int:
+        """The size of *key*'s entry file now (0 if there is none)."""
+        try:
+            return os.lstat(self.store._dir.entry_prefix + encode_key(key)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+
     def _size(self, path: str) -> int:
         if self.settings.max_disk_bytes is None:
             return 0
@@ -449,7 +456,9 @@ class Maintainer:
         if full and not dry_run:
             self.store._dir.set_last_sweep(now)
         if not removed or dry_run or settings.mode == "warn":
-            report.entries_after, report.bytes_after = stats.count, stats.bytes
+            # A preview: the figures after what would be removed.
+            report.entries_after = max(0, stats.count - len(removed))
+            report.bytes_after = max(0, stats.bytes - sum(self._entry_bytes(key) for key in removed))
             if settings.mode == "warn" and not dry_run:
                 self._last_warn = now
                 if removed:
@@ -521,7 +530,10 @@ class Maintainer:
             report.entries_after = len(entries)
             report.bytes_after = total - sum(item[2] for item in items if item[1] in removed)
         else:
-            report.entries_after, report.bytes_after = len(entries), total
+            # A preview (dry run, warn mode): the figures after what would be removed.
+            gone = set(report.removed)
+            report.entries_after = len(entries) - len(gone)
+            report.bytes_after = total - sum(item[2] for item in items if item[1] in gone)
             if report.removed and settings.mode == "warn" and not dry_run:
                 _log.warning("session maintenance (warn mode) would remove sessions from %s: %s",
                              self.store.paths.store, report.describe())
