@@ -23,11 +23,12 @@ import sys
 import textwrap
 
 import pytest
+from terminal import run_on_a_terminal
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import sessionsd
-from sessionsd import SessionStore, _json, detect, migrate, migration
+from sessionsd import SessionStore, _json, _legacy_stream, detect, migrate, migration
 from sessionsd._codec_py import SPLIT_MAX_DEPTH, SplitError
 from sessionsd._legacy import normalize_entries
 from sessionsd.discovery import run_startup_migration, summary_line
@@ -89,8 +90,9 @@ def forbid_whole_file_reads(monkeypatch):
         raise AssertionError("the legacy file was read whole")
 
     monkeypatch.setattr(sessionsd._legacy.LegacyStore, "read", refuse)
-    monkeypatch.setattr(migration, "parse_legacy", refuse)
-    monkeypatch.setattr(migration, "_read_whole", refuse)
+    # Patched where they are looked up: the reader lives in _legacy_stream.
+    monkeypatch.setattr(_legacy_stream, "parse_legacy", refuse)
+    monkeypatch.setattr(_legacy_stream, "_read_whole", refuse)
 
 
 # -- the size rule --------------------------------------------------------------------------
@@ -229,7 +231,8 @@ def test_a_streaming_first_write_matches_the_legacy_path(tmp_path, monkeypatch, 
         path.write_text(json.dumps(LEGACY))
         with monkeypatch.context() as patch:
             if way == "streaming":
-                patch.setattr(migration, "WHOLE_FILE_BYTES", 10)
+                patch.setattr(migration, "WHOLE_FILE_BYTES", 10)  # the first-write rule
+                patch.setattr(_legacy_stream, "WHOLE_FILE_BYTES", 10)  # the reader's JSON5 fallback
                 forbid_whole_file_reads(patch)
             store = SessionStore(path)
             returned = op(store)
@@ -249,7 +252,8 @@ def test_a_streaming_first_write_applies_maintenance(tmp_path, monkeypatch):
         path.write_text(json.dumps({f"k{i}": {"updatedAt": 1_000 + i} for i in range(10)}))
         with monkeypatch.context() as patch:
             if way == "streaming":
-                patch.setattr(migration, "WHOLE_FILE_BYTES", 10)
+                patch.setattr(migration, "WHOLE_FILE_BYTES", 10)  # the first-write rule
+                patch.setattr(_legacy_stream, "WHOLE_FILE_BYTES", 10)  # the reader's JSON5 fallback
             store = SessionStore(path, maintenance=Maintenance(mode="enforce", max_entries=5))
             store.put("k-new", {"updatedAt": 1})  # the oldest, but the session written is kept
         kept[way] = SessionStore(path, cache=False).load()
@@ -594,27 +598,8 @@ def test_cli_max_bytes_names_the_limit_and_the_flag(tmp_path):
 
 
 def _on_a_terminal(args) -> tuple[subprocess.CompletedProcess, str]:
-    pty = pytest.importorskip("pty")
-    master, slave = pty.openpty()
-    try:
-        done = subprocess.run([sys.executable, "-m", "sessionsd", *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=slave, text=True, timeout=120, check=False)
-        os.close(slave)
-        slave = None
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    return done, shown.decode()
+    pytest.importorskip("pty")
+    return run_on_a_terminal([sys.executable, "-m", "sessionsd", *map(str, args)])
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")

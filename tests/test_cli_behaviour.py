@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from terminal import run_on_a_terminal
 
 import sessionsd
 from sessionsd import SessionStore
@@ -392,25 +393,8 @@ def test_migrate_state_dir_shows_a_progress_bar_on_a_terminal(tmp_path):
     pty = pytest.importorskip("pty")
     legacy_store(tmp_path, {f"k{i}": {"i": i} for i in range(300)}, agent="alpha")
     legacy_store(tmp_path, {f"k{i}": {"i": i} for i in range(200)}, agent="beta")
-    master, slave = pty.openpty()
-    try:
-        done = subprocess.run([*COMMAND, "migrate", "--state-dir", str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=slave, text=True, timeout=60, check=False)
-        os.close(slave)
-        slave = None
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
+    done, text = run_on_a_terminal([*COMMAND, "migrate", "--state-dir", str(tmp_path)], timeout=60)
+    shown = text.encode()
     assert done.returncode == 0, shown
     text = shown.decode()
     for agent in ("alpha", "beta"):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from terminal import run_on_a_terminal
 
 import sessionsd
 from sessionsd import SessionStore
@@ -242,25 +243,8 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({f"k{i}": {"i": i} for i in range(300)}))
     legacy_bytes = path.stat().st_size
-    master, slave = pty.openpty()
-    try:
-        done = subprocess.run([sys.executable, "-m", "sessionsd", "migrate", str(path)],
-                              stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60, check=False)
-        os.close(slave)
-        slave = None
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
+    done, text = run_on_a_terminal([sys.executable, "-m", "sessionsd", "migrate", str(path)], timeout=60)
+    shown = text.encode()
     assert done.returncode == 0 and done.stdout.startswith(f"migrated {path} (legacy 300, migrated 300)")
     text = shown.decode()
     assert "\rmigrating main [" in text
