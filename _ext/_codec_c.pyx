@@ -12,7 +12,7 @@ two formulations to the same accepted set.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
 from libc.errno cimport errno
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
 
 import os
@@ -25,6 +25,7 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     object PyUnicode_EncodeFSDefault(object o)
     object PyLong_FromLongLong(long long v)
+    object PyLong_FromUnsignedLongLong(unsigned long long v)
     void* PyUnicode_DATA(object o)
     bint PyUnicode_IS_ASCII(object o)
     object PyUnicode_FromObject(object o)
@@ -46,6 +47,32 @@ cdef extern from "sd_dirscan.h":
     void sd_dir_close(sd_dir* d)
     int sd_read_file(const char* path, char* stack, Py_ssize_t stack_size,
                      char** data, Py_ssize_t* n, int* err) nogil
+    int sd_dir_fd(sd_dir* d)
+    ctypedef struct sd_batch_item:
+        Py_ssize_t offset
+        Py_ssize_t length
+        int status
+        int err
+    ctypedef struct sd_stat_item:
+        unsigned long long ino
+        long long mtime_ns
+        long long size
+        int status
+        int err
+    int sd_read_batch(int dir_fd, const char** names, Py_ssize_t count,
+                      char** arena, size_t* capacity, sd_batch_item* out) nogil
+    void sd_stat_batch(int dir_fd, const char** names, Py_ssize_t count, sd_stat_item* out) nogil
+    ctypedef struct sd_batch_job:
+        int dir_fd
+        const char** names
+        Py_ssize_t count
+        char* arena
+        size_t capacity
+        sd_batch_item* out
+        int rc
+        int started
+    void sd_batch_spawn(sd_batch_job* j) nogil
+    void sd_batch_wait(sd_batch_job* j) nogil
 
 __all__ = list(_twin.__all__)
 
@@ -416,6 +443,210 @@ def scan_entries_with_skipped(directory):
     cdef list skipped = []
     found = _scan(directory, skipped)
     return found, skipped
+
+
+# -- batches: many files of one directory per call ------------------------------------
+
+cdef const char** _batch_names(list names, list keep) except NULL:
+    """C strings of *names*, checked as the twin checks them and kept alive
+    by *names* and *keep*; the caller frees the array."""
+    cdef Py_ssize_t count = len(names), i, n
+    cdef const char* s
+    cdef const char** out = <const char**>malloc((count + 1) * sizeof(char*))
+    if out == NULL:
+        raise MemoryError()
+    try:
+        for i in range(count):
+            name = names[i]
+            if type(name) is str and PyUnicode_IS_ASCII(name):
+                # A compact ASCII str holds its bytes, NUL-terminated.
+                s = <const char*>PyUnicode_DATA(name)
+                n = len(name)
+                if memchr(s, 47, <size_t>n) != NULL or memchr(s, 0, <size_t>n) != NULL:
+                    _twin._check_batch_name(name)  # raises the twin's ValueError
+            else:
+                keep.append(_twin._check_batch_name(name))  # the twin's errors, or its bytes
+                s = <bytes>keep[len(keep) - 1]
+            out[i] = s
+        return out
+    except BaseException:
+        free(out)
+        raise
+
+
+cdef class _PrefetchedFiles:
+    """A read_files() batch running on a thread of its own (no Python on
+    it); result() collects it."""
+
+    cdef sd_batch_job job
+    cdef list items
+    cdef list keep
+    cdef object fd
+    cdef bint owned
+    cdef bint pending   # the batch was started and not collected yet
+    cdef bint done
+
+    def __cinit__(self):
+        self.job.names = NULL
+        self.job.out = NULL
+        self.job.arena = NULL
+        self.job.capacity = 0
+        self.job.started = 0
+        self.pending = False
+        self.done = False
+        self.owned = False
+
+    cdef _start(self, directory, names, bint thread):
+        self.items = list(names)
+        self.keep = []
+        self.job.count = len(self.items)
+        self.job.names = _batch_names(self.items, self.keep)
+        self.job.out = <sd_batch_item*>malloc((self.job.count + 1) * sizeof(sd_batch_item))
+        if self.job.out == NULL:
+            raise MemoryError()
+        self.fd, _, self.owned = _twin._open_batch_dir(directory)
+        self.job.dir_fd = self.fd
+        self.pending = True
+        if thread and self.job.count:
+            sd_batch_spawn(&self.job)
+
+    cdef _wait(self):
+        if self.pending:
+            with nogil:
+                sd_batch_wait(&self.job)
+            self.pending = False
+            if self.owned:
+                self.owned = False
+                os.close(self.fd)
+
+    cdef _release(self):
+        free(self.job.names)
+        free(self.job.out)
+        free(self.job.arena)
+        self.job.names = NULL
+        self.job.out = NULL
+        self.job.arena = NULL
+
+    def result(self):
+        cdef Py_ssize_t i
+        cdef list results
+        cdef sd_batch_item* out
+        if self.done:
+            raise ValueError("result() was already collected")
+        self._wait()
+        self.done = True
+        try:
+            if self.job.rc != 0:
+                raise MemoryError()
+            out = self.job.out
+            results = [None] * self.job.count
+            for i in range(self.job.count):
+                if out[i].status == 0:
+                    results[i] = PyBytes_FromStringAndSize(self.job.arena + out[i].offset, out[i].length)
+                elif out[i].status < 0:
+                    results[i] = OSError(out[i].err, os.strerror(out[i].err), self.items[i])
+            return results
+        finally:
+            self._release()
+
+    def close(self):
+        """Wait for the batch and drop what it read."""
+        self._wait()
+        self.done = True
+        self._release()
+
+    def __dealloc__(self):
+        if self.pending:
+            with nogil:
+                sd_batch_wait(&self.job)
+            if self.owned:
+                try:
+                    os.close(self.fd)
+                except OSError:
+                    pass
+        free(self.job.names)
+        free(self.job.out)
+        free(self.job.arena)
+
+
+def read_files(directory, names):
+    cdef _PrefetchedFiles batch
+    if not SD_HAVE_DIRENT:
+        return _twin.read_files(directory, names)
+    batch = _PrefetchedFiles()
+    batch._start(directory, names, False)
+    return batch.result()
+
+
+def prefetch_files(directory, names):
+    cdef _PrefetchedFiles batch
+    if not SD_HAVE_DIRENT:
+        return _twin.prefetch_files(directory, names)
+    batch = _PrefetchedFiles()
+    batch._start(directory, names, True)
+    return batch
+
+
+def stat_entries(directory):
+    cdef sd_dir listing
+    cdef const char* name = NULL
+    cdef Py_ssize_t n = 0, count, i
+    cdef int kind = 0
+    cdef int rc
+    cdef list found = []
+    cdef list results = []
+    cdef const char** c_names = NULL
+    cdef sd_stat_item* out = NULL
+    path = _twin._scan_path(directory)
+    if not SD_HAVE_DIRENT or _force_scandir:
+        return _twin._stat_found(path, _scan_with_scandir(path, None))
+    encoded = os.fsencode(path)
+    if sd_dir_open(&listing, encoded) != 0:
+        PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+    try:
+        while True:
+            rc = sd_dir_next(&listing, &name, &n, &kind)
+            if rc == 0:
+                break
+            if rc < 0:
+                PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+            if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+                key = None
+                if not _is_canonical_hashed(name, n):
+                    continue
+            else:
+                key = _decode_inline(name, n)
+                if key is None:
+                    continue
+            # d_type already says "not a regular file": no stat (as the scan).
+            if kind != SD_KIND_REGULAR and kind != SD_KIND_UNKNOWN:
+                continue
+            found.append((_ascii_str(name, n), key))
+        # Every candidate's lstat, relative to the listed directory, in one
+        # pass without the GIL.
+        count = len(found)
+        c_names = <const char**>malloc((count + 1) * sizeof(char*))
+        out = <sd_stat_item*>malloc((count + 1) * sizeof(sd_stat_item))
+        if c_names == NULL or out == NULL:
+            raise MemoryError()
+        for i in range(count):
+            c_names[i] = <const char*>PyUnicode_DATA((<tuple>found[i])[0])
+        rc = sd_dir_fd(&listing)
+        with nogil:
+            sd_stat_batch(rc, c_names, count, out)
+        for i in range(count):
+            if out[i].status == 0:
+                entry = <tuple>found[i]
+                results.append((entry[0], entry[1], PyLong_FromUnsignedLongLong(out[i].ino),
+                                PyLong_FromLongLong(out[i].mtime_ns), PyLong_FromLongLong(out[i].size)))
+            elif out[i].status < 0:
+                errno = out[i].err
+                PyErr_SetFromErrnoWithFilenameObject(OSError, (<tuple>found[i])[0])
+    finally:
+        sd_dir_close(&listing)
+        free(c_names)
+        free(out)
+    return results
 
 
 # -- the updatedAt fast path --------------------------------------------------
@@ -856,6 +1087,6 @@ cdef class ObjectSplitter:
 
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
                 "decode_names", "scan_entries", "scan_entries_with_skipped",
-                "read_updated_at", "copy_json", "same_json"):
+                "read_updated_at", "copy_json", "same_json", "read_files", "prefetch_files", "stat_entries"):
     globals()[_public].__doc__ = getattr(_twin, _public).__doc__
 del _public

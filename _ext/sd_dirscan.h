@@ -35,6 +35,23 @@ static int sd_read_file(const char *path, char *stack, Py_ssize_t stack_size,
     *err = ENOSYS; return -1;
 }
 static int sd_is_not_a_file(int err) { (void)err; return 0; }
+static int sd_dir_fd(sd_dir *d) { (void)d; return -1; }
+typedef struct { Py_ssize_t offset; Py_ssize_t length; int status; int err; } sd_batch_item;
+static int sd_read_batch(int dir_fd, const char *const *names, Py_ssize_t count,
+                         char **arena, size_t *capacity, sd_batch_item *out) {
+    (void)dir_fd; (void)names; (void)count; (void)arena; (void)capacity; (void)out;
+    return -1;
+}
+typedef struct { unsigned long long ino; long long mtime_ns; long long size; int status; int err; } sd_stat_item;
+static void sd_stat_batch(int dir_fd, const char *const *names, Py_ssize_t count, sd_stat_item *out) {
+    (void)dir_fd; (void)names; (void)count; (void)out;
+}
+typedef struct {
+    int dir_fd; const char **names; Py_ssize_t count;
+    char *arena; size_t capacity; sd_batch_item *out; int rc; int started;
+} sd_batch_job;
+static void sd_batch_spawn(sd_batch_job *j) { j->started = 0; }
+static void sd_batch_wait(sd_batch_job *j) { j->rc = -1; }
 
 #else
 
@@ -158,6 +175,163 @@ fail:
     if (buf != stack) free(buf);
     close(fd);
     return -1;
+}
+
+static int sd_dir_fd(sd_dir *d) { return dirfd(d->dir); }
+
+/* -- batches: many files of one directory per call, without the GIL ---------- */
+
+/* One file of a read batch: its bytes are arena[offset : offset + length]
+ * when status is 0; status 1: not a regular file (or gone); status -1: the
+ * error err. */
+typedef struct { Py_ssize_t offset; Py_ssize_t length; int status; int err; } sd_batch_item;
+
+#define SD_SMALL_READ 65536
+
+/* Make room for `need` more bytes after `used` in the arena. */
+static int sd_arena_reserve(char **arena, size_t *capacity, size_t used, size_t need) {
+    size_t want = *capacity ? *capacity : (size_t)SD_SMALL_READ * 4;
+    char *grown;
+    if (used + need <= *capacity) return 0;
+    while (want < used + need) want *= 2;
+    grown = (char *)realloc(*arena, want);
+    if (grown == NULL) return -1;
+    *arena = grown;
+    *capacity = want;
+    return 0;
+}
+
+static ssize_t sd_read_retry(int fd, char *buf, size_t n) {
+    ssize_t got;
+    do { got = read(fd, buf, n); } while (got < 0 && errno == EINTR);
+    return got;
+}
+
+/* Read each of `names` inside the directory `dir_fd` with the rules of
+ * sessionsd._fsutil.read_regular_at: openat(O_NOFOLLOW | O_NONBLOCK), one
+ * read of 64 KiB, and an fstat only when that read was empty or filled the
+ * buffer (a regular file reads whole; a directory fails the read with EISDIR,
+ * a FIFO with EAGAIN or reads empty, a device fills the buffer).  The bytes
+ * of every file go to one growing arena (*arena, *capacity: malloc'd, the
+ * caller frees it); offsets stay valid when it moves.  Returns 0, or -1 when
+ * memory ran out.  Safe to call without the GIL. */
+static int sd_read_batch(int dir_fd, const char *const *names, Py_ssize_t count,
+                         char **arena, size_t *capacity, sd_batch_item *out) {
+    size_t used = 0, total, want;
+    Py_ssize_t i;
+    ssize_t got;
+    struct stat st;
+    int fd;
+    for (i = 0; i < count; i++) {
+        sd_batch_item *item = &out[i];
+        item->offset = (Py_ssize_t)used;
+        item->length = 0;
+        item->status = 0;
+        item->err = 0;
+        fd = openat(dir_fd, names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) {
+            item->err = errno;
+            item->status = sd_is_not_a_file(item->err) ? 1 : -1;
+            continue;
+        }
+        if (sd_arena_reserve(arena, capacity, used, SD_SMALL_READ) != 0) { close(fd); return -1; }
+        got = sd_read_retry(fd, *arena + used, SD_SMALL_READ);
+        if (got < 0) {
+            item->err = errno;
+            item->status = (item->err == EISDIR || item->err == EAGAIN || item->err == EWOULDBLOCK) ? 1 : -1;
+            close(fd);
+            continue;
+        }
+        total = (size_t)got;
+        if (total == 0 || total == SD_SMALL_READ) {
+            if (fstat(fd, &st) != 0) {
+                item->err = errno;
+                item->status = -1;
+                close(fd);
+                continue;
+            }
+            if (!S_ISREG(st.st_mode)) {
+                item->status = 1;
+                close(fd);
+                continue;
+            }
+            for (;;) {
+                want = (size_t)st.st_size + 1 > total ? (size_t)st.st_size + 1 - total : 0;
+                if (want < SD_SMALL_READ) want = SD_SMALL_READ;
+                if (sd_arena_reserve(arena, capacity, used + total, want) != 0) { close(fd); return -1; }
+                got = sd_read_retry(fd, *arena + used + total, want);
+                if (got < 0) { item->err = errno; item->status = -1; break; }
+                if (got == 0) break;
+                total += (size_t)got;
+            }
+            if (item->status != 0) { close(fd); continue; }
+        }
+        close(fd);
+        item->length = (Py_ssize_t)total;
+        used += total;
+    }
+    return 0;
+}
+
+/* One name of a stat batch: status 0 with the lstat fields, 1 when the
+ * name is gone (ENOENT), 2 when it is not a regular file, -1 with err. */
+typedef struct { unsigned long long ino; long long mtime_ns; long long size; int status; int err; } sd_stat_item;
+
+/* fstatat(AT_SYMLINK_NOFOLLOW) each of `names` inside `dir_fd`.  Safe to
+ * call without the GIL. */
+static void sd_stat_batch(int dir_fd, const char *const *names, Py_ssize_t count, sd_stat_item *out) {
+    struct stat st;
+    Py_ssize_t i;
+    for (i = 0; i < count; i++) {
+        sd_stat_item *item = &out[i];
+        item->err = 0;
+        if (fstatat(dir_fd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            item->err = errno;
+            item->status = item->err == ENOENT ? 1 : -1;
+            continue;
+        }
+        if (!S_ISREG(st.st_mode)) { item->status = 2; continue; }
+        item->status = 0;
+        item->ino = (unsigned long long)st.st_ino;
+#if defined(__APPLE__)
+        item->mtime_ns = (long long)st.st_mtimespec.tv_sec * 1000000000LL + st.st_mtimespec.tv_nsec;
+#else
+        item->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+#endif
+        item->size = (long long)st.st_size;
+    }
+}
+
+
+/* A read batch run by a thread of its own, which never touches Python:
+ * the caller starts it (sd_batch_spawn), does other work, and collects it
+ * (sd_batch_wait).  When no thread can be started, sd_batch_wait runs the
+ * batch itself. */
+#include <pthread.h>
+
+typedef struct {
+    int dir_fd; const char **names; Py_ssize_t count;
+    char *arena; size_t capacity; sd_batch_item *out; int rc; int started;
+    pthread_t thread;
+} sd_batch_job;
+
+static void *sd_batch_main(void *arg) {
+    sd_batch_job *j = (sd_batch_job *)arg;
+    j->rc = sd_read_batch(j->dir_fd, (const char *const *)j->names, j->count, &j->arena, &j->capacity, j->out);
+    return NULL;
+}
+
+static void sd_batch_spawn(sd_batch_job *j) {
+    j->started = pthread_create(&j->thread, NULL, sd_batch_main, j) == 0;
+}
+
+static void sd_batch_wait(sd_batch_job *j) {
+    if (j->started) {
+        pthread_join(j->thread, NULL);
+        j->started = 0;
+    } else {
+        sd_batch_main(j);
+    }
 }
 
 #endif

@@ -16,10 +16,13 @@ from sessionsd._codec_py import (
     decode_name as decode_name,
     decode_names as decode_names,
     encode_key as encode_key,
+    prefetch_files as prefetch_files,
+    read_files as read_files,
     read_updated_at as read_updated_at,
     same_json as same_json,
     scan_entries as scan_entries,
     scan_entries_with_skipped as scan_entries_with_skipped,
+    stat_entries as stat_entries,
     validate_key as validate_key,
 )
 

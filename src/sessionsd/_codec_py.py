@@ -25,9 +25,10 @@ import binascii
 import hashlib
 import os
 import re
-from typing import Any, Iterable, Literal, Optional
+import stat as _stat
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
-from ._fsutil import read_regular
+from ._fsutil import READ_FLAGS, _HAVE_DIR_FD, read_regular, read_regular_at
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -44,6 +45,9 @@ __all__ = [
     "decode_names",
     "scan_entries",
     "scan_entries_with_skipped",
+    "stat_entries",
+    "read_files",
+    "prefetch_files",
     "HEADER_BYTES",
     "read_updated_at",
     "copy_json",
@@ -280,6 +284,149 @@ def _scan(path: str, skipped: Optional[list[tuple[str, str]]]) -> list[tuple[str
                 continue
             found.append((name, key))
     return found
+
+
+# -- batches: many files of one directory per call ------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_batch_dir(directory: object) -> tuple[Optional[int], Optional[str], bool]:
+    """(descriptor or None, path or None, whether we opened the descriptor)."""
+    if isinstance(directory, int) and not isinstance(directory, bool):
+        return directory, None, False
+    path = _scan_path(directory)
+    if not _HAVE_DIR_FD:  # pragma: no cover - Windows
+        return None, path, False
+    return os.open(path, _DIR_FLAGS), path, True
+
+
+def _check_batch_name(name: object) -> bytes:
+    """The file-system bytes of a batch name, or the error every backend raises."""
+    if not isinstance(name, str):
+        raise TypeError(f"entry file name must be a str, not {type(name).__name__}")
+    if "/" in name or "\x00" in name:
+        raise ValueError(f"not a name inside the directory: {name!r}")
+    return os.fsencode(name)
+
+
+def _batch_error(exc: OSError, name: str) -> OSError:
+    # The same error for every backend: errno, its message, the name.
+    return OSError(exc.errno, os.strerror(exc.errno), name) if exc.errno else exc
+
+
+def read_files(
+    directory: "Union[int, str, os.PathLike[str]]", names: Sequence[str],
+) -> list["Union[bytes, None, OSError]"]:
+    """Read whole files of one directory: for each of *names*, in order,
+    its bytes; ``None`` when it is not a regular file or is gone (a symlink,
+    never followed; a directory, a FIFO, a device, a missing name); or the
+    ``OSError`` that reading it met (``PermissionError`` for EACCES ...),
+    returned, not raised, with ``filename`` the name.  The rules of
+    :func:`sessionsd._fsutil.read_regular_at`.
+
+    *directory* is a path or an open directory descriptor (not closed).
+    Every name must be a ``str`` naming a file directly inside it (no ``/``,
+    no NUL): ``TypeError`` / ``ValueError`` otherwise, before anything is
+    read.  The compiled backend reads the whole batch without the GIL.
+    """
+    names = list(names)
+    for name in names:
+        _check_batch_name(name)
+    dir_fd, path, owned = _open_batch_dir(directory)
+    results: list[Union[bytes, None, OSError]] = []
+    try:
+        for name in names:
+            try:
+                if dir_fd is None:  # pragma: no cover - Windows
+                    results.append(read_regular(os.path.join(path, name)))  # type: ignore[arg-type]
+                else:
+                    results.append(read_regular_at(dir_fd, name))
+            except OSError as exc:
+                results.append(_batch_error(exc, name))
+    finally:
+        if owned:
+            os.close(dir_fd)  # type: ignore[arg-type]
+    return results
+
+
+class _PrefetchedFiles:
+    """What :func:`prefetch_files` returns (here the reads happen in
+    :meth:`result`)."""
+
+    _owned = False
+
+    def __init__(self, directory: object, names: Sequence[str]) -> None:
+        self._names = list(names)
+        for name in self._names:
+            _check_batch_name(name)
+        self._fd, self._path, self._owned = _open_batch_dir(directory)
+        self._done = False
+
+    def result(self) -> list["Union[bytes, None, OSError]"]:
+        if self._done:
+            raise ValueError("result() was already collected")
+        self._done = True
+        try:
+            return read_files(self._fd if self._fd is not None else self._path, self._names)  # type: ignore[arg-type]
+        finally:
+            self._close_fd()
+
+    def close(self) -> None:
+        """Wait for the batch and drop what it read."""
+        self._done = True
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._owned:
+            self._owned = False
+            os.close(self._fd)  # type: ignore[arg-type]
+
+    def __del__(self) -> None:
+        self._close_fd()
+
+
+def prefetch_files(directory: "Union[int, str, os.PathLike[str]]", names: Sequence[str]) -> _PrefetchedFiles:
+    """Start :func:`read_files` of *names*; ``.result()`` returns what it
+    would have returned (once), ``.close()`` drops it.  Names and the
+    directory are checked now, with the same errors.  The compiled backend
+    reads on a thread of its own, without Python, so the caller can parse
+    one batch while the next is read; a descriptor passed as *directory*
+    must stay open until then."""
+    return _PrefetchedFiles(directory, names)
+
+
+def stat_entries(
+    directory: "str | os.PathLike[str]",
+) -> list[tuple[str, Optional[str], int, int, int]]:
+    """:func:`scan_entries` with each file's ``lstat``: ``(name, key, st_ino,
+    st_mtime_ns, st_size)`` for every candidate entry file that is a regular
+    file when stat'ed (never through a symlink), in directory order.  A
+    name gone between the listing and its stat is left out; any other stat
+    error raises ``OSError``.  The compiled backend stats the whole listing
+    without the GIL, relative to the listed directory."""
+    path = _scan_path(directory)
+    found = _scan(path, None)
+    return _stat_found(path, found)
+
+
+def _stat_found(path: str, found: list) -> list[tuple[str, Optional[str], int, int, int]]:
+    dir_fd = os.open(path, _DIR_FLAGS) if _HAVE_DIR_FD else None
+    results = []
+    lstat = os.lstat
+    is_regular = _stat.S_ISREG
+    try:
+        for name, key in found:
+            try:
+                info = lstat(name, dir_fd=dir_fd) if dir_fd is not None else lstat(os.path.join(path, name))
+            except FileNotFoundError:
+                continue
+            if is_regular(info.st_mode):
+                results.append((name, key, info.st_ino, info.st_mtime_ns, info.st_size))
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    return results
 
 
 _TEMP_SUFFIX = ".tmp"

@@ -30,6 +30,8 @@ from . import _faults, _json, index as _index
 from ._codec import (
     HASHED_PREFIX,
     KEY_WHITESPACE,
+    prefetch_files,
+    read_files,
     read_updated_at,
     scan_entries,
     scan_entries_with_skipped,
@@ -40,7 +42,6 @@ from ._fsutil import (
     is_temp_name,
     open_dir,
     read_regular,
-    read_regular_at,
     replace,
     temp_name,
     write_atomic,
@@ -61,6 +62,10 @@ _SEQ = struct.Struct("<Q")
 # mid-commit leaves seq odd, whose recovery invalidates them.
 _STATS = struct.Struct("<QQQQQ")  # seq, version, entry count, entry bytes, last age sweep
 _NO_STATS = _STATS.pack(0, 0, 0, 0, 0)  # version 0 never matches a state.json version
+# Entry files per read_files() call in a full read: large enough that the
+# per-call cost vanishes, small enough that a batch of big entries does not
+# hold much more memory than one file at a time.
+_READ_BATCH = 512
 
 
 class Stats:
@@ -222,47 +227,59 @@ class DirectoryStore:
         is skipped, not fatal: the rest of the store stays usable."""
         entries: dict[str, dict] = {}
         names: dict[str, str] = {}
-        prefix = self.entry_prefix
         loads = _json.loads
         blocked = BLOCKED_KEYS
-        # Reads go through one open directory: each name resolves in one
-        # step (the per-file cost of a cold load is mostly system calls).
+        # Reads go through one open directory, a batch of files per call
+        # (compiled: the whole batch in C without the GIL -- the per-file
+        # cost of a cold load is mostly system calls and their wrappers).
         dir_fd = open_dir(self.paths.entries)
+        pending = None
         try:
             found, skipped = scan_entries_with_skipped(self.paths.entries)
-            for name, inline_key in found:
-                try:
-                    data = read_regular(prefix + name) if dir_fd is None else read_regular_at(dir_fd, name)
-                except PermissionError:
-                    skipped.append((name, "permission denied"))
-                    continue
-                if data is None:
-                    skipped.append((name, "vanished or not a regular file"))
-                    continue
-                if inline_key is not None:
-                    # The common case, decided without decode_document's
-                    # full rules: a document whose sessionKey is exactly the
-                    # key its inline name encodes (such a key is already
-                    # trimmed and valid UTF-8), with an object entry.
-                    try:
-                        doc = loads(data)
-                    except ValueError:
-                        doc = None
-                    if type(doc) is dict:
-                        key = doc.get("sessionKey")
-                        entry = doc.get("entry")
-                        if key == inline_key and type(key) is str and type(entry) is dict and key not in blocked:
-                            entries[key] = entry
-                            names[name] = key
+            where = self.paths.entries if dir_fd is None else dir_fd
+            batches = [found[start:start + _READ_BATCH] for start in range(0, len(found), _READ_BATCH)]
+            for number, batch in enumerate(batches):
+                # The next batch is read (compiled: on a thread of its own)
+                # while this one is parsed.
+                contents = pending.result() if pending is not None else read_files(where, [n for n, _ in batch])
+                pending = None
+                if number + 1 < len(batches):
+                    pending = prefetch_files(where, [n for n, _ in batches[number + 1]])
+                for (name, inline_key), data in zip(batch, contents):
+                    if type(data) is not bytes:
+                        if data is None:
+                            skipped.append((name, "vanished or not a regular file"))
                             continue
-                decoded = decode_document(data, name, inline_key)
-                if isinstance(decoded, str):
-                    skipped.append((name, decoded))
-                    continue
-                key, entry = decoded
-                entries[key] = entry
-                names[name] = key
+                        if isinstance(data, PermissionError):
+                            skipped.append((name, "permission denied"))
+                            continue
+                        raise data
+                    if inline_key is not None:
+                        # The common case, decided without decode_document's
+                        # full rules: a document whose sessionKey is exactly the
+                        # key its inline name encodes (such a key is already
+                        # trimmed and valid UTF-8), with an object entry.
+                        try:
+                            doc = loads(data)
+                        except ValueError:
+                            doc = None
+                        if type(doc) is dict:
+                            key = doc.get("sessionKey")
+                            entry = doc.get("entry")
+                            if key == inline_key and type(key) is str and type(entry) is dict and key not in blocked:
+                                entries[key] = entry
+                                names[name] = key
+                                continue
+                    decoded = decode_document(data, name, inline_key)
+                    if isinstance(decoded, str):
+                        skipped.append((name, decoded))
+                        continue
+                    key, entry = decoded
+                    entries[key] = entry
+                    names[name] = key
         finally:
+            if pending is not None:
+                pending.close()  # before its directory descriptor is closed
             if dir_fd is not None:
                 os.close(dir_fd)
         return entries, names, skipped

@@ -60,7 +60,7 @@ import time
 from typing import Any, Callable, Optional
 
 from . import _faults, _fsutil, _json
-from ._codec import copy_json, encode_key, scan_entries
+from ._codec import copy_json, encode_key, stat_entries
 from ._documents import decode_document
 from ._fsutil import READ_FLAGS, NOT_A_FILE_ERRNOS, fsync_dir, read_regular, replace, temp_name, write_new
 
@@ -519,9 +519,9 @@ def log_base_size(fd: int) -> Optional[int]:
 def repair(entries: str, prior: Optional[Index], token: tuple,
            read: Optional[Callable[[str], Optional[bytes]]] = None) -> Index:
     """An index of what ``entries/`` holds now, for *token*: lists the
-    directory and lstats every entry file; reads and decodes only files the
-    *prior* index does not know with the same (inode, mtime_ns, size) --
-    every file when there is no prior.  Decoding follows ``load()`` exactly
+    directory and lstats every entry file (one ``stat_entries`` call); reads
+    and decodes only files the *prior* index does not know with the same
+    (inode, mtime_ns, size) -- every file when there is no prior.  Decoding follows ``load()`` exactly
     (``decode_document``).  The caller checks that no commit overlapped.
 
     With a stored prior whose journal chains (the usual case after a
@@ -540,27 +540,10 @@ def repair(entries: str, prior: Optional[Index], token: tuple,
     ops: list = []       # what changed (incremental mode)
     skipped: list = []
     seen: set = set()
-    lstat = os.lstat
     now = time.time_ns()
-    # lstat relative to the open directory: one path step per file, not five.
-    dir_fd = _fsutil.open_dir(entries)
-    try:
-        listing = scan_entries(entries)
-        infos = []
-        for name, _inline in listing:
-            try:
-                infos.append(lstat(name, dir_fd=dir_fd) if dir_fd is not None else lstat(prefix + name))
-            except FileNotFoundError:
-                infos.append(None)
-    finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
-    for (name, inline_key), info in zip(listing, infos):
-        if info is None:
-            continue
-        if not _stat.S_ISREG(info.st_mode):
-            continue
-        ino, mtime, size = info.st_ino, info.st_mtime_ns, info.st_size
+    # One call lists entries/ and lstats every candidate relative to the
+    # open directory (compiled: without the GIL, no Python per file).
+    for name, inline_key, ino, mtime, size in stat_entries(entries):
         trusted = now - mtime >= RACY_NS
         was = known.get(name)
         if was is not None:
