@@ -78,7 +78,7 @@ def test_missing_extension_falls_back_with_a_debug_line():
         "import sessionsd; print(sessionsd.BACKEND)")
     done = run_python(code)
     assert done.stdout.strip() == "python"
-    assert "sessionsd DEBUG compiled codec unavailable" in done.stderr
+    assert "sessionsd._codec DEBUG compiled codec unavailable" in done.stderr
     # Quiet by default: nothing at WARNING or above for a missing extension.
     quiet = run_python(BLOCK_EXTENSION + "import logging; logging.basicConfig(level=logging.INFO)\n"
                        "import sessionsd")

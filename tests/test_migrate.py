@@ -292,3 +292,21 @@ def test_save_time_migration_keeps_every_session(tmp_path):
     assert store.mode == "directory"
     assert store.load() == {f"k{i}": {"i": i} for i in range(6)}
     assert sessionsd.detect(path).status == "already_directory"
+
+
+def test_migrating_a_store_that_is_not_there_creates_nothing(tmp_path):
+    target = tmp_path / "no" / "such" / "sessions.json"
+    assert migrate(target).outcome == "missing"
+    assert not (tmp_path / "no").exists()
+
+
+def test_the_library_logs_per_module_and_configures_nothing():
+    import logging
+
+    import sessionsd.migration
+    import sessionsd.store
+
+    package = logging.getLogger("sessionsd")
+    assert any(isinstance(h, logging.NullHandler) for h in package.handlers)
+    assert sessionsd.store._log.name == "sessionsd.store"
+    assert sessionsd.migration._log.name == "sessionsd.migration"

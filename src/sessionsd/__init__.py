@@ -7,6 +7,12 @@
 
 from __future__ import annotations
 
+import logging
+
+# A library never configures logging: records go to the application's
+# handlers (each module logs as ``sessionsd.<module>``), or nowhere.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 from ._codec import (
     BACKEND,
     classify_name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 
 def _env_flag(name: str) -> bool:

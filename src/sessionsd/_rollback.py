@@ -33,7 +33,7 @@ from .damage import guard_write
 
 __all__ = ["rollback"]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 
 # -- the rollback marker ------------------------------------------------------------------

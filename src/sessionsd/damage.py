@@ -44,7 +44,7 @@ from .errors import DamagedStoreError, UnsafeStoreError
 
 __all__ = ["Damage", "inspect_directory", "guard_read", "guard_write", "repair_state"]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 #: How much of a damaged state.json or a commit record is searched for versions.
 _STATE_LIMIT = 1 << 16

@@ -23,7 +23,7 @@ __all__ = [
     "summary_line",
 ]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 # A candidate that answers one of these is skipped, not fatal.
 _SKIPPED_ERRNOS = {errno.EACCES, errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.EPERM,

@@ -30,7 +30,7 @@ from ._layout import LOCK_NAME, ROOT_NAME, StorePaths, now_ms
 __all__ = ["Maintenance", "MaintenanceReport", "plan_removals", "archive_transcript",
            "parse_duration"]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 MODES = ("warn", "enforce")
 

@@ -81,7 +81,7 @@ __all__ = [
     "cleanup_stale_staging",
 ]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 OUTCOMES = ("migrated", "already_directory", "skipped_empty", "skipped_invalid", "missing", "failed")
 STATUSES = ("already_directory", "ready_to_migrate", "empty_legacy", "invalid_legacy", "missing")
@@ -219,6 +219,9 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
     from .store import SessionStore
 
     store = SessionStore(store_path, lower_keys=lower_keys, lock_timeout=lock_timeout)
+    if not os.path.isdir(store.paths.dir):
+        # Nothing to migrate, and taking the lock would create the directory.
+        return MigrationResult(store.paths.store, "missing")
     with store._lock.hold(lock_timeout, heavy=True):
         result = _migrate_locked(store, max_bytes, progress)
     _log.debug("migration of session store %s: %s (%d entries)", result.store_path, result.outcome,

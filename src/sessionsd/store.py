@@ -38,7 +38,7 @@ from .errors import (
 
 __all__ = ["SessionStore", "DIRECTORY", "LEGACY"]
 
-_log = logging.getLogger("sessionsd")
+_log = logging.getLogger(__name__)
 
 DIRECTORY = "directory"
 LEGACY = "legacy"
