@@ -98,10 +98,9 @@ class InvalidEntryError(SessionsdError, ValueError):
         return (type(self), (self.args[0], self.key, self.field))
 
 
-class UnsafeStoreError(SessionsdError, PermissionError):
-    """A store path is unsafe to use: a symlink where a directory belongs, a
-    group/world-writable directory, or one owned by another user.  ``path``
-    names it.  It is a ``PermissionError`` (an ``OSError``)."""
+class _PathError(SessionsdError):
+    """An error about one path of the store: ``path`` names it, kept across
+    pickling; ``str()`` is the message alone (even for ``OSError`` kinds)."""
 
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
@@ -112,6 +111,12 @@ class UnsafeStoreError(SessionsdError, PermissionError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.path))
+
+
+class UnsafeStoreError(_PathError, PermissionError):
+    """A store path is unsafe to use: a symlink where a directory belongs, a
+    group/world-writable directory, or one owned by another user.  ``path``
+    names it.  It is a ``PermissionError`` (an ``OSError``)."""
 
 
 class StoreLockTimeout(SessionsdError, TimeoutError):
@@ -134,32 +139,15 @@ class StoreClosedError(SessionsdError, ValueError):
     """An operation was attempted on a closed store."""
 
 
-class CorruptStoreError(SessionsdError, ValueError):
+class CorruptStoreError(_PathError, ValueError):
     """A store file cannot be parsed (say, a legacy ``sessions.json`` that is
     neither JSON nor JSON5).  Nothing is written over it.  ``path`` names it."""
 
-    def __init__(self, message: str, path: object = None) -> None:
-        super().__init__(message)
-        self.path = path
 
-    def __reduce__(self):
-        return (type(self), (self.args[0], self.path))
-
-
-class DamagedStoreError(SessionsdError):
+class DamagedStoreError(_PathError):
     """``sessions.d`` holds sessions but is not an active store (its
     ``state.json`` is missing, invalid or of the wrong kind), so a write or
     migration would bury them: a new legacy file would hide them and the
     next migration would move them aside.  Nothing is written;
     ``sessionsd check --fix PATH`` repairs what is safe to repair.  ``path``
     names the damaged ``sessions.d``."""
-
-    def __init__(self, message: str, path: object = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def __reduce__(self):
-        return (type(self), (self.args[0], self.path))
