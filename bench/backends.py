@@ -29,14 +29,14 @@ import itertools
 import os
 from typing import Any
 
+from sqlite_reference import SqliteSessions
+
 from sessionsd import SessionStore, _json
 from sessionsd._codec import encode_key
 from sessionsd._documents import encode_document
 from sessionsd._layout import StorePaths
 from sessionsd._legacy import LegacyStore
 from sessionsd._lock import StoreLock
-
-from sqlite_reference import SqliteSessions
 
 #: sqlite's ``synchronous`` paired with each sessionsd durability.
 SQLITE_SYNC = {"none": "NORMAL", "full": "FULL"}

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Any
 
 #: Operations in report order, with what each measures.
 OPERATIONS = {
@@ -159,7 +159,7 @@ def targets(by_op: dict, codec: dict[str, dict[str, dict[str, Any]]]) -> list[li
     """The ratio targets named in the issues, as table rows."""
     body = []
 
-    def add(what: str, size: str, value: float, target: str, met: Optional[bool]) -> None:
+    def add(what: str, size: str, value: float, target: str, met: bool | None) -> None:
         body.append([what, size, fmt_ratio(value), target,
                      "—" if met is None else ("yes" if met else "**no**")])
 
@@ -404,13 +404,13 @@ def charts(rows: list[dict[str, Any]], results_dir: str) -> list[str]:
         cols = 4
         nrows = (len(ops) + cols - 1) // cols
         fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
-        for ax, op in zip(axes.flat, ops):
+        for ax, op in zip(axes.flat, ops, strict=False):
             series: dict[str, list[tuple[int, float]]] = defaultdict(list)
             for row in rows:
                 if row["op"] == op:
                     series[row["backend"]].append((row["size"], row["median"]))
             for backend in sorted(series, key=_backend_order):
-                xs, ys = zip(*sorted(series[backend]))
+                xs, ys = zip(*sorted(series[backend]), strict=False)
                 ax.plot(xs, ys, label=backend, **_style(backend))
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -431,7 +431,7 @@ def charts(rows: list[dict[str, Any]], results_dir: str) -> list[str]:
         for row in writers:
             lines[(row["backend"], row["size"])].append((row["writers"], row["extra"]["ops_per_s"]))
         for (backend, size), points in sorted(lines.items(), key=lambda kv: (_backend_order(kv[0][0]), kv[0][1])):
-            xs, ys = zip(*sorted(points))
+            xs, ys = zip(*sorted(points), strict=False)
             style = _style(backend)
             style["marker"] = {1_000: "o", 10_000: "s"}.get(size, "^")
             ax.plot(xs, ys, label=f"{backend}, {size:,} sessions", **style)
@@ -448,7 +448,7 @@ def charts(rows: list[dict[str, Any]], results_dir: str) -> list[str]:
     return written
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python bench/report.py RESULTS_DIR", file=sys.stderr)

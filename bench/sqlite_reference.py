@@ -8,7 +8,8 @@ is NORMAL to compare with durability ``none`` and FULL with ``full``.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sessionsd import _json
 

@@ -19,12 +19,11 @@ import os
 from collections import deque
 
 import pytest
+from backends import Floor
 
 import sessionsd
 from sessionsd import SessionStore, datagen
 from sessionsd.maintenance import Maintenance
-
-from backends import Floor
 
 SIZES = [1000, 10000]
 ROUNDS = 300 if os.environ.get("SESSIONSD_BENCH_QUICK") == "1" else 1000

@@ -118,7 +118,8 @@ def test_decode_100k(benchmark, record, request, backend, keys, names):
     if backend == "stdlib":
         run = lambda: [stdlib_decode(n) for n in names]  # noqa: E731
     else:
-        run = lambda m=get_backend(backend, request): m.decode_names(names)  # noqa: E731
+        module = get_backend(backend, request)
+        run = lambda: module.decode_names(names)  # noqa: E731
     result = benchmark.pedantic(run, rounds=5, iterations=1)
     record(backend, N, result == keys)
 

@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import SQLITE_SYNC, Directory, Floor, Legacy, open_backend, summarize
+from sqlite_reference import SqliteSessions
 
 import sessionsd
 from sessionsd import SessionStore, _json, datagen, index
 from sessionsd._documents import encode_document
 from sessionsd._layout import StorePaths
-
-from backends import SQLITE_SYNC, Directory, Floor, Legacy, open_backend, summarize
-from sqlite_reference import SqliteSessions
 
 SIZES = [int(s) for s in os.environ.get("SESSIONSD_BENCH_SIZES", "1000,10000").split(",") if s.strip()]
 QUICK = os.environ.get("SESSIONSD_BENCH_QUICK") == "1"

@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionsd import _json  # noqa: E402
-
 from backends import open_backend  # noqa: E402
+
+from sessionsd import _json  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

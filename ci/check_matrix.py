@@ -28,7 +28,7 @@ def main(paths: list[str]) -> int:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     problems = 0
-    for platform, path in zip(["linux", "macos", "windows"], paths):
+    for platform, path in zip(["linux", "macos", "windows"], paths, strict=False):
         with open(path) as fh:
             found = {line.strip() for line in fh if line.strip()}
         missing, extra = EXPECTED[platform] - found, found - EXPECTED[platform]

@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 STATE_KIND = "openclaw-session-store-directory"
 BLOCKED = {"__proto__", "prototype", "constructor"}
@@ -40,11 +40,11 @@ JS_WHITESPACE = ("\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2
 # -- the lock --------------------------------------------------------------------------
 
 def _iso_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds") \
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds") \
         .replace("+00:00", "Z")
 
 
-def _starttime(pid: int) -> Optional[int]:
+def _starttime(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -63,7 +63,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def judge(path: str, stale_ms: float, recordless: str = "mtime") -> tuple[bool, Optional[int]]:
+def judge(path: str, stale_ms: float, recordless: str = "mtime") -> tuple[bool, int | None]:
     """(stale, pid) of the lock file at *path*, by the reference's rules."""
     try:
         with open(path, "rb") as fh:
@@ -153,7 +153,7 @@ def encode(key: str) -> str:
     return "session-" + base64.urlsafe_b64encode(raw).decode().rstrip("=") + ".json"
 
 
-def decode(name: str) -> Optional[str]:
+def decode(name: str) -> str | None:
     if name.startswith("session-hash-") and name.endswith(".json"):
         return None
     if name.startswith(".") or not name.startswith("session-") or not name.endswith(".json"):
@@ -184,7 +184,7 @@ def _is_record(value: Any) -> bool:
     return isinstance(value, dict)
 
 
-def read_entry_file(path: str, expected: Optional[str]) -> Optional[tuple[str, dict]]:
+def read_entry_file(path: str, expected: str | None) -> tuple[str, dict] | None:
     try:
         if not os.path.isfile(path) or os.path.islink(path):
             return None
@@ -209,7 +209,7 @@ def read_entry_file(path: str, expected: Optional[str]) -> Optional[tuple[str, d
     return expected, parsed
 
 
-def read_state(store_path: str) -> Optional[dict]:
+def read_state(store_path: str) -> dict | None:
     root = os.path.join(os.path.dirname(os.path.abspath(store_path)), "sessions.d")
     for path in (root, os.path.join(root, "entries")):
         if os.path.islink(path) or not os.path.isdir(path):
@@ -238,7 +238,7 @@ def load_directory(store_path: str) -> dict[str, Any]:
     """loadSessionStoreFromDirectory."""
     entries = os.path.join(os.path.dirname(os.path.abspath(store_path)), "sessions.d", "entries")
     store: dict[str, Any] = {}
-    for attempt in range(2):
+    for _attempt in range(2):
         start = read_state(store_path)
         if start is None:
             return {}
@@ -268,7 +268,7 @@ class CachedReader:
     def __init__(self, store_path: str, ttl: float = 45.0) -> None:
         self.store_path = store_path
         self.ttl = ttl
-        self.cached: Optional[tuple[Any, float, dict]] = None
+        self.cached: tuple[Any, float, dict] | None = None
 
     def load(self) -> dict:
         state = read_state(self.store_path)
@@ -305,7 +305,7 @@ def write_entry(store_path: str, key: str, entry: dict) -> None:
          "updatedAt": int(time.time() * 1000)}, indent=2))
 
 
-def read_entry(store_path: str, key: str) -> Optional[dict]:
+def read_entry(store_path: str, key: str) -> dict | None:
     root = os.path.join(os.path.dirname(os.path.abspath(store_path)), "sessions.d")
     key = key.strip(JS_WHITESPACE).lower()
     found = read_entry_file(os.path.join(root, "entries", encode(key)), key)

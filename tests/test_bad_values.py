@@ -33,7 +33,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import sessionsd
 import sessionsd._json as sjson
 from sessionsd import CorruptStoreError, InvalidEntryError, SessionStore, datagen, detect, migrate
 from sessionsd._documents import encode_document

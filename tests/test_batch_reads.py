@@ -4,6 +4,7 @@ and full loads / index repairs built on them answer as before."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import sys
@@ -13,13 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import json
-
 import sessionsd
 from sessionsd import SessionStore, encode_key
 from sessionsd._fsutil import read_regular
-
-from conftest import load_compiled
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="symlinks, FIFOs and modes are POSIX")
 
@@ -248,7 +245,7 @@ def test_load_reports_permission_denied_and_raises_other_errors(tmp_path, monkey
     def failing(where, names, error):
         results = real(where, names)
         return [OSError(error, os.strerror(error), name) if name == encode_key("a") else data
-                for name, data in zip(names, results)]
+                for name, data in zip(names, results, strict=False)]
 
     monkeypatch.setattr(_directory, "read_files", lambda w, n: failing(w, n, errno.EACCES))
     entries, _, skipped = directory._read_all()

@@ -23,16 +23,16 @@ import sys
 import textwrap
 
 import pytest
-from terminal import run_on_a_terminal
 from hypothesis import example, given
 from hypothesis import strategies as st
+from strategies import ascii_char, tricky_char
+from terminal import run_on_a_terminal
 
 import sessionsd
 from sessionsd import SessionStore, _json, _legacy_stream, detect, migrate, migration
 from sessionsd._codec_py import SPLIT_MAX_DEPTH, SplitError
 from sessionsd._legacy import normalize_entries
 from sessionsd.discovery import run_startup_migration, summary_line
-from strategies import ascii_char, tricky_char
 
 MiB = 1024 * 1024
 LIMIT_TAIL = ("set by --max-bytes / max_bytes=; raise the limit or drop it (--max-bytes none, "
@@ -374,7 +374,7 @@ def split(codec, data: bytes, cut_at=(), max_depth: int = SPLIT_MAX_DEPTH):
     """Feed *data* to a splitter cut at *cut_at* (positions modulo its size):
     ``("ok", members)`` or ``("error", kind, message, offset)``."""
     points = sorted({c % (len(data) + 1) for c in cut_at}) if data else []
-    pieces = [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+    pieces = [data[a:b] for a, b in zip([0] + points, points + [len(data)], strict=False)]
     splitter = codec.ObjectSplitter(max_depth)
     members, window, base = [], b"", 0
     try:

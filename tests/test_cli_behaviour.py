@@ -390,7 +390,7 @@ def test_library_warnings_are_prefixed_on_stderr_and_v_shows_info(tmp_path, stor
 # -- progress on a terminal -------------------------------------------------------------------
 
 def test_migrate_state_dir_shows_a_progress_bar_on_a_terminal(tmp_path):
-    pty = pytest.importorskip("pty")
+    pytest.importorskip("pty")
     legacy_store(tmp_path, {f"k{i}": {"i": i} for i in range(300)}, agent="alpha")
     legacy_store(tmp_path, {f"k{i}": {"i": i} for i in range(200)}, agent="beta")
     done, text = run_on_a_terminal([*COMMAND, "migrate", "--state-dir", str(tmp_path)], timeout=60)

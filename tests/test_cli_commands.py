@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from spec_rules import is_lock_artifact
 from terminal import run_on_a_terminal
 
 import sessionsd
 from sessionsd import SessionStore
 from sessionsd.cli import main
-from spec_rules import is_lock_artifact
 
 
 @pytest.fixture
@@ -238,7 +238,7 @@ def test_migrate_state_dir_json_and_summary(capsys, tmp_path, store_path):
 
 
 def test_migrate_shows_a_progress_bar_on_a_terminal(tmp_path):
-    pty = pytest.importorskip("pty")
+    pytest.importorskip("pty")
     path = tmp_path / "agents" / "main" / "sessions" / "sessions.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({f"k{i}": {"i": i} for i in range(300)}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import example, given
 from hypothesis import strategies as st
-
 from strategies import keys, names, non_str_keys
 
 

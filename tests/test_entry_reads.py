@@ -26,10 +26,10 @@ import tempfile
 import textwrap
 
 import pytest
+from spec_rules import spec_name
 
 import sessionsd
 from sessionsd import SessionStore
-from spec_rules import spec_name
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes, owners, FIFOs, symlinks")
 

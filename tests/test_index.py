@@ -14,10 +14,10 @@ import tempfile
 import time
 
 import pytest
+import reference_host as ref
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import reference_host as ref
 import sessionsd
 from sessionsd import SessionStore, index
 from sessionsd._codec import encode_key
@@ -217,7 +217,7 @@ def test_hand_edits_without_a_version_bump(tmp_path):
     assert_listings_agree(path, store)
     time.sleep(0.05)
     os.unlink(entries / encode_key("agent:main:k4"))
-    assert "agent:main:k4" not in store.keys() and len(store) == 19
+    assert "agent:main:k4" not in store and len(store) == 19
 
     # In place, same inode, entries/ untouched: not seen until the token moves.
     target = entries / encode_key("agent:main:k5")
@@ -272,7 +272,7 @@ def test_maintenance_cap_uses_the_index(tmp_path, monkeypatch):
                          maintenance=Maintenance(mode="enforce", max_entries=18))
     store.put("agent:main:newest", {"updatedAt": 10_000})
     assert len(store) == 18
-    assert "agent:main:k0" not in store.keys() and "agent:main:k1" not in store.keys()
+    assert "agent:main:k0" not in store and "agent:main:k1" not in store
     assert_listings_agree(path, store)
 
 

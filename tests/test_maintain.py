@@ -44,9 +44,9 @@ def test_the_session_being_written_is_never_evicted(tmp_path):
     store = make_store(tmp_path, {f"k{i}": {"updatedAt": NOW + i} for i in range(3)},
                        mode="enforce", max_entries=3)
     store.put("ancient", {"updatedAt": 1})  # the oldest of all, but it is the one being written
-    assert "ancient" in store.keys() and "k0" not in store.keys()
+    assert "ancient" in store and "k0" not in store
     store.update_entry("ancient2", lambda e: {"updatedAt": 2})
-    assert "ancient2" in store.keys() and len(store) == 3
+    assert "ancient2" in store and len(store) == 3
 
 
 def test_prune_by_age_runs_at_most_once_per_interval(tmp_path, count_scans):
@@ -56,7 +56,7 @@ def test_prune_by_age_runs_at_most_once_per_interval(tmp_path, count_scans):
     assert sorted(store.keys()) == ["a", "fresh"] and len(count_scans) == 1
     store.put("stale2", {"updatedAt": NOW - 10 * DAY})   # protected: it is being written
     store.put("b", {"updatedAt": NOW})                   # within the interval: no sweep
-    assert len(count_scans) == 1 and "stale2" in store.keys()
+    assert len(count_scans) == 1 and "stale2" in store
 
 
 def test_disk_budget_oldest_first(tmp_path):

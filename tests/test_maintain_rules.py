@@ -12,13 +12,13 @@ import random
 import time
 
 import pytest
+from spec_rules import is_lock_artifact
 
 import sessionsd
 from sessionsd import SessionStore
 from sessionsd._documents import encode_document
 from sessionsd.cli import main
 from sessionsd.maintenance import Maintenance
-from spec_rules import is_lock_artifact
 
 NOW = int(time.time() * 1000)
 DAY = 86_400_000

@@ -7,11 +7,11 @@ import logging
 import os
 
 import pytest
+from spec_rules import is_lock_artifact
 
 import sessionsd
 from sessionsd import SessionStore, UnsafeStoreError, detect, migrate, rollback
 from sessionsd.discovery import agent_store_paths, discover_stores, run_startup_migration
-from spec_rules import is_lock_artifact
 
 
 def legacy(tmp_path, content, name="sessions.json"):

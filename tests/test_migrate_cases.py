@@ -11,10 +11,10 @@ import os
 import stat
 
 import pytest
+from spec_rules import is_lock_artifact
 
 from sessionsd import SessionStore, detect, migrate, rollback
 from sessionsd.discovery import discover_stores, migrate_or_fail, run_startup_migration
-from spec_rules import is_lock_artifact
 
 NOT_REGULAR = "Legacy sessions.json is not a regular file."
 

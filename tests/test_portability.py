@@ -317,7 +317,7 @@ def test_threads_hammering_the_codec(codec, tmp_path, busy_switching):
     names = [_codec_py.encode_key(k) for k in keys]
     decoded = [_codec_py.decode_name(n) for n in names]
     stable = {}
-    for key, name in zip(keys[:100], names[:100]):
+    for name in names[:100]:
         (tmp_path / name).write_text("{}")
         stable[name] = _codec_py.decode_name(name)
     (tmp_path / ".hidden.json").write_text("{}")
@@ -337,7 +337,7 @@ def test_threads_hammering_the_codec(codec, tmp_path, busy_switching):
             i += 1
 
     def work(t):
-        for round_ in range(25):
+        for _round in range(25):
             assert [codec.encode_key(k) for k in keys] == names
             assert codec.decode_names(names) == decoded
             assert [codec.classify_name(n) for n in names[-4:]] == ["hashed", "inline", "inline", "hashed"]

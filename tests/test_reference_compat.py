@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reference_host as ref
+
 import sessionsd
 from sessionsd import SessionStore, StoreLockTimeout
 
@@ -298,9 +298,9 @@ FILES = {
     "whitespace": (KEY, b" \n "),
     "array file": (KEY, b"[1, 2]"),
     "truncated": (KEY, b'{"sessionKey": "agent:main:x", "entry": {'),
-    "hashed document": (HASHED_KEY, ('{"sessionKey": "%s", "entry": {"n": 1}}' % HASHED_KEY).encode()),
+    "hashed document": (HASHED_KEY, ('{"sessionKey": "' + HASHED_KEY + '", "entry": {"n": 1}}').encode()),
     "hashed raw form": (HASHED_KEY, b'{"n": 1}'),
-    "hashed array entry": (HASHED_KEY, ('{"sessionKey": "%s", "entry": [1]}' % HASHED_KEY).encode()),
+    "hashed array entry": (HASHED_KEY, ('{"sessionKey": "' + HASHED_KEY + '", "entry": [1]}').encode()),
     "blocked": ("constructor", b'{"polluted": true}'),
     "duplicate fields": (KEY, b'{"sessionKey": "agent:main:x", "entry": {"updatedAt": 1, "updatedAt": 2}}'),
 }
@@ -325,8 +325,7 @@ def test_state_json_versions_javascript_calls_integers_are_active(tmp_path):
     path = directory_store(tmp_path, {"a": {"n": 1}})
     state = Path(path).parent / "sessions.d" / "state.json"
     for spelling, value in (("1.0", 1), ("1e3", 1000), ("7.00", 7)):
-        state.write_text('{"kind": "%s", "layoutVersion": 1, "version": %s, "updatedAt": 1}'
-                         % (ref.STATE_KIND, spelling))
+        state.write_text(f'{{"kind": "{ref.STATE_KIND}", "layoutVersion": 1, "version": {spelling}, "updatedAt": 1}}')
         assert ref.read_state(path) is not None
         store = SessionStore(path, cache=False)
         assert store.mode == "directory" and store.load() == {"a": {"n": 1}}
@@ -334,8 +333,7 @@ def test_state_json_versions_javascript_calls_integers_are_active(tmp_path):
         assert state_version(path) == value + 1  # bumped as the reference bumps it
         store.delete("b")
     for spelling in ("1.5", '"1"', "true", "0", "-1"):
-        state.write_text('{"kind": "%s", "layoutVersion": 1, "version": %s, "updatedAt": 1}'
-                         % (ref.STATE_KIND, spelling))
+        state.write_text(f'{{"kind": "{ref.STATE_KIND}", "layoutVersion": 1, "version": {spelling}, "updatedAt": 1}}')
         assert ref.read_state(path) is None
         assert SessionStore(path, cache=False).mode == "legacy"
 

@@ -8,11 +8,9 @@ import sys
 import tempfile
 
 import pytest
-from hypothesis import given
-
-from strategies import dir_entries
-
 from conftest import load_compiled
+from hypothesis import given
+from strategies import dir_entries
 
 KEYS = ["agent:main:main", "agent:main:telegram:dm:821071206", "x" * 200, "é"]
 

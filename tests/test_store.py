@@ -8,6 +8,7 @@ import stat
 import struct
 
 import pytest
+from spec_rules import spec_name
 
 import sessionsd
 from sessionsd import (
@@ -19,8 +20,6 @@ from sessionsd import (
     StoreClosedError,
     UnsafeStoreError,
 )
-from spec_rules import spec_name
-
 
 name_for = spec_name
 

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from spec_rules import is_lock_artifact, now_ms, spec_name
 
 import sessionsd
 import sessionsd._codec
@@ -34,7 +35,6 @@ from sessionsd import (
     StoreClosedError,
     StoreLockTimeout,
 )
-from spec_rules import is_lock_artifact, now_ms, spec_name
 
 SEED = {
     "agent:main:main": {"sessionId": "m", "updatedAt": 100, "lastChannel": "telegram", "lastTo": "821"},
@@ -1021,9 +1021,8 @@ def test_a_closed_store_refuses_every_operation_and_writes_nothing(tmp_path, mod
 
 
 def test_the_context_manager_closes_on_error(tmp_path):
-    with pytest.raises(RuntimeError):
-        with SessionStore(tmp_path / "sessions.json") as store:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), SessionStore(tmp_path / "sessions.json") as store:
+        raise RuntimeError("boom")
     with pytest.raises(StoreClosedError):
         store.get("agent:main:main")
 

@@ -27,6 +27,7 @@ import types
 import uuid
 
 import pytest
+from spec_rules import b64url, is_lock_artifact, spec_name
 
 import sessionsd
 import sessionsd._fsutil as fsutil
@@ -39,7 +40,6 @@ from sessionsd import (
     SessionStore,
     UnsafeStoreError,
 )
-from spec_rules import b64url, is_lock_artifact, spec_name
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes, owners, FIFOs, symlinks")
 

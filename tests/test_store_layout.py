@@ -21,10 +21,10 @@ import struct
 from pathlib import Path
 
 import pytest
+from spec_rules import now_ms, spec_name
 
 import sessionsd
 from sessionsd import SessionStore
-from spec_rules import now_ms, spec_name
 
 STATE_KIND = "openclaw-session-store-directory"
 STATE_FIELDS = {"kind", "layoutVersion", "version", "updatedAt"}

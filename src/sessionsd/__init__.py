@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import logging
 
-# A library never configures logging: records go to the application's
-# handlers (each module logs as ``sessionsd.<module>``), or nowhere.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
 from ._codec import (
     BACKEND,
     classify_name,
@@ -39,6 +35,10 @@ from .migration import Detection, MigrationResult, detect, migrate, rollback
 from .store import SessionStore
 
 __version__ = "0.1.0"
+
+# A library never configures logging: records go to the application's
+# handlers (each module logs as ``sessionsd.<module>``), or nowhere.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BACKEND",

@@ -26,9 +26,10 @@ import hashlib
 import os
 import re
 import stat as _stat
-from typing import Any, Iterable, Literal, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
-from ._fsutil import READ_FLAGS, _HAVE_DIR_FD, read_regular, read_regular_at
+from ._fsutil import _HAVE_DIR_FD, read_regular, read_regular_at
 from .errors import InvalidKeyError, InvalidKeyTypeError
 
 __all__ = [
@@ -130,7 +131,7 @@ def encode_key(key: object) -> str:
     return ENTRY_PREFIX + _b64url(raw) + ENTRY_SUFFIX
 
 
-def decode_name(name: str) -> Optional[str]:
+def decode_name(name: str) -> str | None:
     """Return the key an inline entry file name encodes, or ``None``.
 
     ``None`` for hashed names (their key lives only in the document), dotfiles
@@ -175,7 +176,7 @@ def _is_canonical_hashed_name(name: str) -> bool:
     )
 
 
-def classify_name(name: str) -> Optional[Literal["inline", "hashed"]]:
+def classify_name(name: str) -> Literal["inline", "hashed"] | None:
     """Return ``"inline"`` or ``"hashed"`` for a canonical entry file name,
     ``None`` for any other name.  Raises ``TypeError`` for a non-``str``.
     """
@@ -188,7 +189,7 @@ def classify_name(name: str) -> Optional[Literal["inline", "hashed"]]:
     return None
 
 
-def decode_names(names: Iterable[str]) -> list[Optional[str]]:
+def decode_names(names: Iterable[str]) -> list[str | None]:
     """Return ``[decode_name(n) for n in names]``."""
     return [decode_name(name) for name in names]
 
@@ -202,7 +203,7 @@ def _scan_path(directory: object) -> str:
     return path
 
 
-def scan_entries(directory: "str | os.PathLike[str]") -> list[tuple[str, Optional[str]]]:
+def scan_entries(directory: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
     """List the candidate entry files of an ``entries/`` directory.
 
     Returns ``(name, key)`` pairs in directory order: ``key`` is the decoded
@@ -216,8 +217,8 @@ def scan_entries(directory: "str | os.PathLike[str]") -> list[tuple[str, Optiona
 
 
 def scan_entries_with_skipped(
-    directory: "str | os.PathLike[str]",
-) -> tuple[list[tuple[str, Optional[str]]], list[tuple[str, str]]]:
+    directory: str | os.PathLike[str],
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]]]:
     """:func:`scan_entries`, plus every other name in the directory.
 
     Returns ``(found, skipped)``: *found* is exactly what
@@ -243,7 +244,7 @@ def _name_reason(name: str) -> str:
     return "name is not an entry name"
 
 
-def _type_reason(entry: "os.DirEntry[str]") -> str:
+def _type_reason(entry: os.DirEntry[str]) -> str:
     """Why a canonical name that is not a regular file is not an entry."""
     try:
         if entry.is_symlink():
@@ -255,8 +256,8 @@ def _type_reason(entry: "os.DirEntry[str]") -> str:
     return "not a regular file"
 
 
-def _scan(path: str, skipped: Optional[list[tuple[str, str]]]) -> list[tuple[str, Optional[str]]]:
-    found: list[tuple[str, Optional[str]]] = []
+def _scan(path: str, skipped: list[tuple[str, str]] | None) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
     with os.scandir(path) as listing:
         for entry in listing:
             name = entry.name
@@ -291,7 +292,7 @@ def _scan(path: str, skipped: Optional[list[tuple[str, str]]]) -> list[tuple[str
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _open_batch_dir(directory: object) -> tuple[Optional[int], Optional[str], bool]:
+def _open_batch_dir(directory: object) -> tuple[int | None, str | None, bool]:
     """(descriptor or None, path or None, whether we opened the descriptor)."""
     if isinstance(directory, int) and not isinstance(directory, bool):
         return directory, None, False
@@ -316,8 +317,8 @@ def _batch_error(exc: OSError, name: str) -> OSError:
 
 
 def read_files(
-    directory: "Union[int, str, os.PathLike[str]]", names: Sequence[str],
-) -> list["Union[bytes, None, OSError]"]:
+    directory: int | str | os.PathLike[str], names: Sequence[str],
+) -> list[bytes | None | OSError]:
     """Read whole files of one directory: for each of *names*, in order,
     its bytes; ``None`` when it is not a regular file or is gone (a symlink,
     never followed; a directory, a FIFO, a device, a missing name); or the
@@ -334,7 +335,7 @@ def read_files(
     for name in names:
         _check_batch_name(name)
     dir_fd, path, owned = _open_batch_dir(directory)
-    results: list[Union[bytes, None, OSError]] = []
+    results: list[bytes | None | OSError] = []
     try:
         for name in names:
             try:
@@ -363,7 +364,7 @@ class _PrefetchedFiles:
         self._fd, self._path, self._owned = _open_batch_dir(directory)
         self._done = False
 
-    def result(self) -> list["Union[bytes, None, OSError]"]:
+    def result(self) -> list[bytes | None | OSError]:
         if self._done:
             raise ValueError("result() was already collected")
         self._done = True
@@ -386,7 +387,7 @@ class _PrefetchedFiles:
         self._close_fd()
 
 
-def prefetch_files(directory: "Union[int, str, os.PathLike[str]]", names: Sequence[str]) -> _PrefetchedFiles:
+def prefetch_files(directory: int | str | os.PathLike[str], names: Sequence[str]) -> _PrefetchedFiles:
     """Start :func:`read_files` of *names*; ``.result()`` returns what it
     would have returned (once), ``.close()`` drops it.  Names and the
     directory are checked now, with the same errors.  The compiled backend
@@ -397,8 +398,8 @@ def prefetch_files(directory: "Union[int, str, os.PathLike[str]]", names: Sequen
 
 
 def stat_entries(
-    directory: "str | os.PathLike[str]",
-) -> list[tuple[str, Optional[str], int, int, int]]:
+    directory: str | os.PathLike[str],
+) -> list[tuple[str, str | None, int, int, int]]:
     """:func:`scan_entries` with each file's ``lstat``: ``(name, key, st_ino,
     st_mtime_ns, st_size)`` for every candidate entry file that is a regular
     file when stat'ed (never through a symlink), in directory order.  A
@@ -410,7 +411,7 @@ def stat_entries(
     return _stat_found(path, found)
 
 
-def _stat_found(path: str, found: list) -> list[tuple[str, Optional[str], int, int, int]]:
+def _stat_found(path: str, found: list) -> list[tuple[str, str | None, int, int, int]]:
     dir_fd = os.open(path, _DIR_FLAGS) if _HAVE_DIR_FD else None
     results = []
     lstat = os.lstat
@@ -455,7 +456,7 @@ _END = b"\n  }\n}"
 _STRAY_LINE = re.compile(rb'\n(?!    (?! *"updatedAt":))')
 
 
-def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
+def read_updated_at(path: str, key: str) -> tuple[bool, Any] | None:
     """The ``updatedAt`` fast path for the entry file at *path* (never
     through a symlink): one read of the file and a scan of its line starts,
     no JSON parse.
@@ -501,9 +502,9 @@ def read_updated_at(path: str, key: str) -> Optional[tuple[bool, Any]]:
         end -= 1
     if end < value_end or data[end : end + len(_END)] != _END:
         return None
-    if end > value_end:  # more fields follow updatedAt
-        if data[value_end : value_end + 1] != b"," or _STRAY_LINE.search(data, value_end, end):
-            return None
+    if end > value_end and (  # more fields follow updatedAt
+            data[value_end : value_end + 1] != b"," or _STRAY_LINE.search(data, value_end, end)):
+        return None
     return (True, int(match.group(2)))
 
 
@@ -537,7 +538,7 @@ def same_json(a: Any, b: Any) -> bool:
                 return False
         return True
     if kind is list:
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -653,7 +654,7 @@ class ObjectSplitter:
         self._key_end = -1
         self._value_start = -1
         self._done = False
-        self._error: Optional[SplitError] = None
+        self._error: SplitError | None = None
 
     @property
     def keep_from(self) -> int:
@@ -665,7 +666,7 @@ class ObjectSplitter:
         """Whether the final window was scanned without an error."""
         return self._done
 
-    def scan(self, data: "bytes | bytearray | memoryview", offset: int,
+    def scan(self, data: bytes | bytearray | memoryview, offset: int,
              final: bool = False) -> list[tuple[int, int, int, int]]:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"scan() needs bytes, bytearray or memoryview, not {type(data).__name__}")
@@ -742,7 +743,7 @@ class ObjectSplitter:
                         raise _split_error("value", offset + i - 1, c)
                     else:
                         mode = _S_IN_SCALAR
-                elif mode == _S_IN_STRING or mode == _S_IN_KEY or mode == _S_IN_NESTED_STRING:
+                elif mode in (_S_IN_STRING, _S_IN_KEY, _S_IN_NESTED_STRING):
                     i = _STRING_REST.match(data, i).end()
                     if i >= n or data[i] != 0x22:  # the end, or a backslash at the end
                         break
@@ -772,7 +773,7 @@ class ObjectSplitter:
                         raise _split_error("colon", offset + i, c)
                     i += 1
                     mode = _S_VALUE
-                elif mode == _S_KEY or mode == _S_FIRST_KEY:
+                elif mode in (_S_KEY, _S_FIRST_KEY):
                     i = _SKIP_WS.match(data, i).end()
                     if i >= n:
                         break

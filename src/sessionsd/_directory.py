@@ -24,9 +24,10 @@ import os
 import stat
 import struct
 import time
-from typing import Any, Optional
+from typing import Any
 
-from . import _faults, _json, index as _index
+from . import _faults, _json
+from . import index as _index
 from ._codec import (
     HASHED_PREFIX,
     KEY_WHITESPACE,
@@ -85,7 +86,7 @@ class Stats:
         return _STATS.pack(seq, self.version, self.count, self.bytes, self.last_sweep)
 
     @classmethod
-    def unpack(cls, data: bytes) -> Optional["Stats"]:
+    def unpack(cls, data: bytes) -> Stats | None:
         if len(data) != _STATS.size:
             return None
         seq, version, count, size, last_sweep = _STATS.unpack(data)
@@ -99,7 +100,7 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 #: (name, key, bytes) to write an entry, (name, key, None) to delete one.
-Change = tuple[str, str, Optional[bytes]]
+Change = tuple[str, str, bytes | None]
 
 
 class Snapshot:
@@ -130,26 +131,26 @@ class DirectoryStore:
         self.bump_version_on_write = bump_version_on_write
         self.entry_prefix = paths.entries + os.sep
         self._commit_checked = False
-        self._case_insensitive: Optional[bool] = None
-        self._stats: Optional[Stats] = None
-        self._stats_fd: Optional[int] = None
+        self._case_insensitive: bool | None = None
+        self._stats: Stats | None = None
+        self._stats_fd: int | None = None
         # The listing index's journal (sessionsd.index), open during a commit
         # when the store has an index; the entries/ mtime before the commit.
-        self._journal_fd: Optional[int] = None
+        self._journal_fd: int | None = None
         self._journal_mtime = 0
         self.index_path = os.path.join(paths.root, _index.INDEX_NAME)
         self.journal_path = os.path.join(paths.root, _index.LOG_NAME)
         #: Set by a commit whose journal outgrew its base (the caller compacts).
         self.index_compact_due = False
         #: (prev token, next token, ops) of this object's last journal record.
-        self.last_journal: Optional[tuple] = None
+        self.last_journal: tuple | None = None
 
     # -- reads (no lock) ------------------------------------------------------
 
     def entry_path(self, name: str) -> str:
         return self.entry_prefix + name
 
-    def read_entry(self, key: str, name: str) -> Optional[dict]:
+    def read_entry(self, key: str, name: str) -> dict | None:
         """The entry stored for *key* (already normalised), or ``None``.
 
         An entry file this process may not read raises ``PermissionError``:
@@ -186,8 +187,8 @@ class DirectoryStore:
             return 0  # a store written by the reference code has no seq
         return _SEQ.unpack(data)[0]
 
-    def snapshot(self, state: State, seq: int, reuse: Optional[Snapshot] = None,
-                 dirty: Optional[dict[str, str]] = None) -> Snapshot:
+    def snapshot(self, state: State, seq: int, reuse: Snapshot | None = None,
+                 dirty: dict[str, str] | None = None) -> Snapshot:
         """Read every entry; raises :class:`_Retry` if a commit overlapped.
 
         With *reuse* (a cached snapshot of the same token, extended by this
@@ -245,7 +246,7 @@ class DirectoryStore:
                 pending = None
                 if number + 1 < len(batches):
                     pending = prefetch_files(where, [n for n, _ in batches[number + 1]])
-                for (name, inline_key), data in zip(batch, contents):
+                for (name, inline_key), data in zip(batch, contents, strict=True):
                     if type(data) is not bytes:
                         if data is None:
                             skipped.append((name, "vanished or not a regular file"))
@@ -299,11 +300,11 @@ class DirectoryStore:
     def _set_seq(fd: int, value: int) -> None:
         os.pwrite(fd, _SEQ.pack(value), 0)
 
-    def _recorded_stats(self) -> Optional[Stats]:
+    def _recorded_stats(self) -> Stats | None:
         data = read_regular(self.paths.stats, _STATS.size)
         return Stats.unpack(data) if data is not None else None
 
-    def read_stats(self, seq: int) -> Optional[Stats]:
+    def read_stats(self, seq: int) -> Stats | None:
         """The recorded statistics if they were written at *seq*, else None."""
         stats = self._recorded_stats()
         return stats if stats is not None and stats.seq == seq else None
@@ -374,7 +375,7 @@ class DirectoryStore:
             raise
         return fd, seq + 1
 
-    def _end(self, fd: int, odd: int, stats: Optional[Stats] = None) -> None:
+    def _end(self, fd: int, odd: int, stats: Stats | None = None) -> None:
         """Close the commit: record the statistics (or that they are
         unknown), then make seq even."""
         try:
@@ -434,7 +435,7 @@ class DirectoryStore:
             _log.debug("listing index journal not appended (%s): readers will repair it", exc)
 
     @staticmethod
-    def _row(name: str, key: str, data: bytes, row: Optional[list]) -> list:
+    def _row(name: str, key: str, data: bytes, row: list | None) -> list:
         """The index row of an entry being written: *row* as the caller
         computed it with the bytes, else parsed from *data*."""
         if row is not None:
@@ -566,7 +567,7 @@ class DirectoryStore:
         return self._case_insensitive
 
     @staticmethod
-    def _unlink_entry(path: str, size: Optional[int] = None) -> int:
+    def _unlink_entry(path: str, size: int | None = None) -> int:
         """Remove a regular entry file (*size*: what :func:`_regular_size`
         already said of it); its size, or -1 if nothing was removed."""
         if size is None:
@@ -585,8 +586,8 @@ class DirectoryStore:
         write_new(self.entry_prefix + temp, data, self.durability)
         return temp, old_size
 
-    def write_one(self, name: str, key: str, data: Optional[bytes],
-                  version: int, row: Optional[list] = None) -> tuple[bool, int, Optional[Stats]]:
+    def write_one(self, name: str, key: str, data: bytes | None,
+                  version: int, row: list | None = None) -> tuple[bool, int, Stats | None]:
         """Write (or, with ``data=None``, delete) one entry.
 
         Invariant: the entry file is replaced by one rename; seq is odd from
@@ -610,7 +611,7 @@ class DirectoryStore:
         stats = self._stats if self._stats is not None and self._stats.version == version else None
         try:
             _faults.hit("one:seq-odd")
-            staged: Optional[tuple[str, State]] = None
+            staged: tuple[str, State] | None = None
             if data is None:
                 removed = self._unlink_entry(target, old_size)
                 changed = removed >= 0
@@ -667,7 +668,7 @@ class DirectoryStore:
         return changed, odd - 1, stats
 
     def commit(self, changes: list[Change],
-               rows: Optional[dict[str, list]] = None) -> tuple[int, Optional[Stats]]:
+               rows: dict[str, list] | None = None) -> tuple[int, Stats | None]:
         """Apply *changes* as one atomic commit and bump ``state.json``.
         *rows* (key -> ``index.entry_row``) are the listing-index rows of
         what is written (parsed from the bytes when missing).

@@ -14,7 +14,6 @@ import os
 import stat
 import sys
 import time
-from typing import Optional
 
 from .errors import UnsafeStoreError
 
@@ -62,7 +61,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def open_for_reading(path: str) -> Optional[int]:
+def open_for_reading(path: str) -> int | None:
     """A read descriptor on *path*, never through a symlink, or ``None`` when
     it is missing, a symlink or a directory.  Other errors propagate."""
     try:
@@ -73,7 +72,7 @@ def open_for_reading(path: str) -> Optional[int]:
         raise
 
 
-def read_regular(path: str, limit: Optional[int] = None) -> Optional[bytes]:
+def read_regular(path: str, limit: int | None = None) -> bytes | None:
     """The bytes of the regular file at *path* (at most *limit*), or ``None``
     when it is missing, a symlink (never followed), a directory or any other
     non-regular file.  Other errors (EACCES, EIO …) propagate."""
@@ -111,7 +110,7 @@ _SMALL_READ = 65536
 _HAVE_DIR_FD = os.open in getattr(os, "supports_dir_fd", ())
 
 
-def open_dir(path: str) -> Optional[int]:
+def open_dir(path: str) -> int | None:
     """A descriptor of directory *path* for :func:`read_regular_at` (None
     where ``dir_fd`` is not supported: callers then use full paths)."""
     if not _HAVE_DIR_FD:
@@ -119,7 +118,7 @@ def open_dir(path: str) -> Optional[int]:
     return os.open(path, os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
 
 
-def read_regular_at(dir_fd: int, name: str) -> Optional[bytes]:
+def read_regular_at(dir_fd: int, name: str) -> bytes | None:
     """:func:`read_regular` of *name* inside the directory *dir_fd*, with the
     same answers, in fewer system calls for the common case: the name is
     resolved relative to the open directory, and a file that one read of

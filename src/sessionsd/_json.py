@@ -34,7 +34,7 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 try:  # pragma: no cover - which branch runs depends on the interpreter
     import orjson
@@ -158,7 +158,7 @@ else:  # pragma: no cover
             raise ValueError(f"number is infinity when parsed as double: {text[:40]}")
         return value
 
-    def loads(data: "bytes | str") -> Any:
+    def loads(data: bytes | str) -> Any:
         try:
             return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
         except RecursionError:
@@ -167,7 +167,7 @@ else:  # pragma: no cover
 
 # -- what a decode error means ---------------------------------------------------------
 
-def decode_error(exc: BaseException, data: bytes) -> tuple[str, Optional[int]]:
+def decode_error(exc: BaseException, data: bytes) -> tuple[str, int | None]:
     """``(kind, offset)`` of a :func:`loads` failure on *data*.
 
     *kind* is ``"depth"`` (nested deeper than the parser allows),
@@ -241,7 +241,7 @@ _RELAXED = re.compile(rb"(" + _KEEP + rb")|" + _LINE_COMMENT + rb"|" + _BLOCK_CO
 MAX_REMOVALS = 1_000_000
 
 
-def strip_comments_and_trailing_commas(data: bytes, limit: Optional[int] = None) -> Optional[bytes]:
+def strip_comments_and_trailing_commas(data: bytes, limit: int | None = None) -> bytes | None:
     """*data* without the comments, trailing commas and byte order mark that
     JSON5 allows; None when there are more than *limit* (default
     ``MAX_REMOVALS``) of them.
@@ -272,7 +272,7 @@ _PATH_KEY_CHARS = 40
 _PATH_PARTS = 8
 
 
-def format_path(path: "list | tuple") -> str:
+def format_path(path: list | tuple) -> str:
     """``stats.ratio``, ``tags[0]``, ``meta["a b"]`` -- shortened when long
     (many levels, long keys) so a message stays readable."""
     parts = []
@@ -297,7 +297,7 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _leaf_problem(value: Any) -> Optional[str]:
+def _leaf_problem(value: Any) -> str | None:
     """Why orjson refuses a value that is not a container, or None."""
     kind = type(value)
     if value is None or isinstance(value, (str, bool)):
@@ -334,7 +334,7 @@ def _leaf_problem(value: Any) -> Optional[str]:
             "list or dict")
 
 
-def _surrogate_problem(text: str, what: str) -> Optional[str]:
+def _surrogate_problem(text: str, what: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -344,7 +344,7 @@ def _surrogate_problem(text: str, what: str) -> Optional[str]:
     return None
 
 
-def find_problem(value: Any, depth: int = 1) -> Optional[tuple[list, str]]:
+def find_problem(value: Any, depth: int = 1) -> tuple[list, str] | None:
     """``(path, reason)`` of the first part of *value* that cannot be stored
     as JSON the way :func:`dumps` writes it, or None.
 
@@ -360,7 +360,7 @@ def find_problem(value: Any, depth: int = 1) -> Optional[tuple[list, str]]:
     active: list = []    # id() of each container on the path (cycle check)
     frames: list = []    # (iterator of (key, child), is_dict) per container on the path
 
-    def enter(item: Any, level: int) -> Optional[str]:
+    def enter(item: Any, level: int) -> str | None:
         while isinstance(item, enum.Enum):
             item = item.value  # written as its value
         is_dict = isinstance(item, dict)
@@ -411,7 +411,7 @@ _LEAF_TYPES = frozenset({str, int, bool, type(None)})
 _CONTAINER_TYPES = frozenset({dict, list, tuple})
 
 
-def _non_finite_within(value: Any, budget: int) -> Optional[bool]:
+def _non_finite_within(value: Any, budget: int) -> bool | None:
     """Whether *value* -- something :func:`dumps` just wrote -- holds a NaN
     or infinite float; None when that takes more than about *budget* items."""
     stack = [value]

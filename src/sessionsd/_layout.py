@@ -7,7 +7,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from . import _json
 from ._fsutil import check_private_dir, read_regular
@@ -53,7 +53,7 @@ class StorePaths:
     lock: str
 
     @classmethod
-    def from_store_path(cls, store_path: "str | os.PathLike[str]") -> "StorePaths":
+    def from_store_path(cls, store_path: str | os.PathLike[str]) -> StorePaths:
         store = os.path.abspath(os.fspath(store_path))
         directory = os.path.dirname(store)
         root = os.path.join(directory, ROOT_NAME)
@@ -99,7 +99,7 @@ class State:
     extra: dict
     identity: tuple = ()
 
-    def bumped(self) -> "State":
+    def bumped(self) -> State:
         return State(self.version + 1, now_ms(), self.extra)
 
 
@@ -107,7 +107,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_state(data: bytes) -> Optional[State]:
+def parse_state(data: bytes) -> State | None:
     """A :class:`State` if *data* is a valid state document, else ``None``."""
     try:
         doc = _json.loads(data)
@@ -149,7 +149,7 @@ def state_bytes(state: State) -> bytes:
 
 
 def read_state(paths: StorePaths, *, check_safety: bool = True,
-               memo: Optional[list] = None) -> Optional[State]:
+               memo: list | None = None) -> State | None:
     """The activity rule: the :class:`State` of an active directory store,
     ``None`` when ``sessions.d`` is not an active store (missing, a symlink,
     half-built, foreign, invalid ``state.json``).
@@ -171,7 +171,7 @@ def read_state(paths: StorePaths, *, check_safety: bool = True,
         if not stat.S_ISDIR(info.st_mode):  # includes symlinks (lstat)
             return None
         infos.append((path, info))
-    state: Optional[State]
+    state: State | None
     signature = None
     if memo is not None:
         try:

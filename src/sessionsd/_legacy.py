@@ -10,7 +10,8 @@ Writes replace the whole file atomically, mode 0600.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import _json
 from ._fsutil import write_atomic
@@ -93,7 +94,7 @@ def _json5_constant(name: str) -> None:
     return None  # NaN, Infinity, -Infinity: JSON.stringify writes null
 
 
-def _json5_float(text: str) -> Optional[float]:
+def _json5_float(text: str) -> float | None:
     value = float(text)
     return value if value - value == 0.0 else None  # 1e999 -> Infinity -> null
 
@@ -173,7 +174,7 @@ class LegacySnapshot:
 
     __slots__ = ("token", "entries", "exists", "is_object", "raw_count", "dropped", "used_json5")
 
-    def __init__(self, token: Optional[tuple], entries: dict[str, dict], *, exists: bool,
+    def __init__(self, token: tuple | None, entries: dict[str, dict], *, exists: bool,
                  is_object: bool, raw_count: int, dropped: list, used_json5: bool) -> None:
         self.token = token
         self.entries = entries
@@ -191,7 +192,7 @@ class LegacyStore:
         self.durability = durability
         self.normalize = normalize
 
-    def token(self) -> Optional[tuple]:
+    def token(self) -> tuple | None:
         """Validator of the file's content; ``None`` when there is no file.
 
         Our writes always rename a new inode into place, so an equal token

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import _json
 from ._codec import ObjectSplitter, SplitError
@@ -189,7 +190,7 @@ class _Collector:
         return (len(self.first) + len(self.dropped)
                 + sum(len(variants) - 1 for variants in self.variants.values()))
 
-    def _entry(self, raw_key: str, value: Any) -> Optional[tuple[str, dict]]:
+    def _entry(self, raw_key: str, value: Any) -> tuple[str, dict] | None:
         normalized, _dropped = normalize_entries({raw_key: value}, self.normalize)
         if not normalized:
             return None
@@ -247,9 +248,9 @@ class _Collector:
             self.staged[key] = winner
 
 
-def _stream(fd: int, normalize: Callable[[Any], str], sink, max_bytes: Optional[int],
-            size: int, progress: Optional[Callable[[int, int], None]],
-            chunk_bytes: Optional[int] = None) -> tuple[int, int, bool]:
+def _stream(fd: int, normalize: Callable[[Any], str], sink, max_bytes: int | None,
+            size: int, progress: Callable[[int, int], None] | None,
+            chunk_bytes: int | None = None) -> tuple[int, int, bool]:
     """Split, parse and hand over every entry of the legacy file open at
     *fd*: ``(raw count, normalised count, had a byte order mark)``.  Raises
     _NotStrict or _Grown."""
@@ -315,8 +316,8 @@ def _read_whole(fd: int, normalize: Callable[[Any], str], sink) -> _Inspection:
                        warnings=warnings)
 
 
-def _read_legacy(path: str, normalize: Callable[[Any], str], max_bytes: Optional[int], sink,
-                 progress: Optional[Callable[[int, int], None]] = None) -> _Inspection:
+def _read_legacy(path: str, normalize: Callable[[Any], str], max_bytes: int | None, sink,
+                 progress: Callable[[int, int], None] | None = None) -> _Inspection:
     """Read the legacy file at *path* into *sink*; what it holds.
 
     The one rule of every migration path (SPEC §6): a symlink or a

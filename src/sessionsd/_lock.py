@@ -25,8 +25,8 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import filelock
 
@@ -54,11 +54,11 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 class StoreLock:
     """The process-wide handle on one store's lock (one per real directory)."""
 
-    _registry: dict[str, "StoreLock"] = {}
+    _registry: dict[str, StoreLock] = {}
     _registry_mutex = threading.Lock()
 
     @classmethod
-    def for_path(cls, path: str) -> "StoreLock":
+    def for_path(cls, path: str) -> StoreLock:
         """The lock of the store whose reference lock file is *path*
         (``<realpath(dir)>/sessions.json.lock``)."""
         with cls._registry_mutex:
@@ -73,9 +73,9 @@ class StoreLock:
         self.reference = ReferenceLockFile(path)
         self._mutex = threading.RLock()
         self._depth = 0
-        self._owner: Optional[int] = None
-        self._fd: Optional[int] = None
-        self._filelock: Optional[filelock.BaseFileLock] = None
+        self._owner: int | None = None
+        self._fd: int | None = None
+        self._filelock: filelock.BaseFileLock | None = None
         self._reference_held = False
 
     # -- public -----------------------------------------------------------
@@ -159,7 +159,7 @@ class StoreLock:
         path = os.path.join(self.directory, FALLBACK_LOCK_NAME)
         return os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
 
-    def _acquire_os(self, deadline: Optional[float], timeout: float) -> None:
+    def _acquire_os(self, deadline: float | None, timeout: float) -> None:
         if IS_WINDOWS or fcntl is None:
             self._acquire_filelock(deadline, timeout)
             return
@@ -188,7 +188,7 @@ class StoreLock:
             # loses every race to a writer in a loop), then back off.
             delay = min(delay * 2, 0.0005 if time.monotonic() < patient_until else 0.01)
 
-    def _acquire_filelock(self, deadline: Optional[float], timeout: float) -> None:  # pragma: no cover
+    def _acquire_filelock(self, deadline: float | None, timeout: float) -> None:  # pragma: no cover
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         lock = filelock.FileLock(
             os.path.join(self.directory, FALLBACK_LOCK_NAME),

@@ -22,7 +22,7 @@ import os
 import shutil
 import stat
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from . import _faults
 from ._codec import encode_key
@@ -40,10 +40,10 @@ class _StagingSink:
     """Writes each entry into ``sessions.d.staging-<pid>-<ms>/entries`` as it
     comes (created on the first one); :meth:`promote` makes it the store."""
 
-    def __init__(self, paths: StorePaths, progress: Optional[Callable[[int, int], None]] = None,
+    def __init__(self, paths: StorePaths, progress: Callable[[int, int], None] | None = None,
                  expected: int = 0) -> None:
         self.paths = paths
-        self.staging: Optional[str] = None
+        self.staging: str | None = None
         self.prefix = ""
         self.count = 0
         self.total = 0
@@ -85,7 +85,7 @@ class _StagingSink:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
 
-    def promote(self) -> Optional[str]:
+    def promote(self) -> str | None:
         """Finish the staging directory and promote it to ``sessions.d``
         with one rename; returns where an inactive ``sessions.d`` was moved.
 
@@ -193,7 +193,7 @@ def _flush_all(staging: str) -> None:
                 os.close(fd)
 
 
-def _quarantine_inactive(paths: StorePaths) -> Optional[str]:
+def _quarantine_inactive(paths: StorePaths) -> str | None:
     """Move an inactive ``sessions.d`` out of the way (never deleted);
     returns where it went."""
     try:
@@ -214,7 +214,7 @@ def _quarantine_inactive(paths: StorePaths) -> Optional[str]:
     return target
 
 
-def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> Optional[str]:
+def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> str | None:
     """Stage *entries* and promote them to ``sessions.d`` with one rename;
     returns the path an inactive ``sessions.d`` was moved to, if any (see
     :meth:`_StagingSink.promote` for the invariant)."""
@@ -252,7 +252,7 @@ def _unique_backup(paths: StorePaths) -> str:
     return paths.legacy_backup(ms)
 
 
-def _backup_twin(paths: StorePaths) -> Optional[str]:
+def _backup_twin(paths: StorePaths) -> str | None:
     """A ``sessions.json.bak.<ms>`` that is the same file as ``sessions.json``
     (a migration promoted it and died before dropping the legacy name)."""
     try:
@@ -275,7 +275,7 @@ def _backup_twin(paths: StorePaths) -> Optional[str]:
     return None
 
 
-def _link_backup(paths: StorePaths) -> tuple[Optional[str], bool]:
+def _link_backup(paths: StorePaths) -> tuple[str | None, bool]:
     """Before a promotion: ``(backup path, created by us)`` -- the legacy
     file's backup name as a hard link, or ``(None, False)`` when there is no
     legacy file or the file system has no hard links."""
@@ -292,7 +292,7 @@ def _link_backup(paths: StorePaths) -> tuple[Optional[str], bool]:
     return backup, True
 
 
-def _drop_link(path: Optional[str], created: bool) -> None:
+def _drop_link(path: str | None, created: bool) -> None:
     if path is not None and created:
         try:
             os.unlink(path)
@@ -300,8 +300,8 @@ def _drop_link(path: Optional[str], created: bool) -> None:
             pass  # a second name of the legacy file: harmless if it stays
 
 
-def _retire_legacy(paths: StorePaths, twin: Optional[str],
-                   warnings: Optional[list[str]]) -> Optional[str]:
+def _retire_legacy(paths: StorePaths, twin: str | None,
+                   warnings: list[str] | None) -> str | None:
     """While the directory store is authoritative: move ``sessions.json`` to
     a backup name (never deleted); returns the backup path.  A failed rename
     is a warning in *warnings*, or raises when *warnings* is None.

@@ -38,7 +38,6 @@ import os
 import sys
 import threading
 import time
-from typing import Optional
 
 from .errors import StoreLockTimeout
 
@@ -63,7 +62,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _counter = itertools.count()
 
 
-def process_starttime(pid: int) -> Optional[int]:
+def process_starttime(pid: int) -> int | None:
     """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), as the
     reference records it; ``None`` where there is no ``/proc``."""
     try:
@@ -94,17 +93,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def _iso_now() -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def _parse_iso_ms(text: str) -> Optional[float]:
+def _parse_iso_ms(text: str) -> float | None:
     try:
         value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
+        value = value.replace(tzinfo=datetime.UTC)
     return value.timestamp() * 1000.0
 
 
@@ -113,7 +112,7 @@ class LockRecord:
 
     __slots__ = ("pid", "created_ms", "starttime", "ino", "mtime_ms", "stale", "reason")
 
-    def __init__(self, pid: Optional[int], created_ms: Optional[float], starttime: Optional[int],
+    def __init__(self, pid: int | None, created_ms: float | None, starttime: int | None,
                  ino: int, mtime_ms: float) -> None:
         self.pid = pid
         self.created_ms = created_ms
@@ -123,7 +122,7 @@ class LockRecord:
         self.stale = False
         self.reason = ""
 
-    def judge(self, now_ms: float, own_pid: int, held_here: bool) -> "LockRecord":
+    def judge(self, now_ms: float, own_pid: int, held_here: bool) -> LockRecord:
         if self.pid is None or self.created_ms is None:
             # Being created right now (the reference writes its record after
             # creating the file), or a creator died before writing: live
@@ -144,7 +143,7 @@ class LockRecord:
         return self
 
 
-def read_record(path: str) -> Optional[LockRecord]:
+def read_record(path: str) -> LockRecord | None:
     """The record at *path* (never through a symlink), or None if there is
     no file.  A file that is not a record gives a record of Nones."""
     try:
@@ -191,10 +190,10 @@ class ReferenceLockFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.directory = os.path.dirname(path)
-        self._held_ino: Optional[int] = None
+        self._held_ino: int | None = None
         self._held_since = 0.0
         self._refreshed_at = 0.0
-        self._template: Optional[str] = None
+        self._template: str | None = None
         self._template_ino = 0
         self._template_made = 0.0
         self._warned_full = False
@@ -206,7 +205,7 @@ class ReferenceLockFile:
     def held(self) -> bool:
         return self._held_ino is not None
 
-    def acquire(self, deadline: Optional[float], timeout: float) -> None:
+    def acquire(self, deadline: float | None, timeout: float) -> None:
         delay = 0.001
         while True:
             if self._try_link():
@@ -296,7 +295,7 @@ class ReferenceLockFile:
             os.close(fd)
         return True
 
-    def _fresh_template(self) -> Optional[str]:
+    def _fresh_template(self) -> str | None:
         """Our owner file with a young record; None when none can be written
         (a full disk)."""
         now = time.monotonic()
@@ -409,7 +408,7 @@ class _Heartbeat:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._watched: set[ReferenceLockFile] = set()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._wake = threading.Event()
 
     def watch(self, lock: ReferenceLockFile) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import Optional
 
 from . import _faults, _json
 from ._fsutil import fsync_dir, is_temp_name, read_regular, replace, temp_name, write_atomic, write_new
@@ -62,7 +61,7 @@ def _marker_path(paths: StorePaths) -> str:
     return os.path.join(paths.root, _MARKER_NAME)
 
 
-def _read_marker(paths: StorePaths) -> Optional[dict]:
+def _read_marker(paths: StorePaths) -> dict | None:
     """The rollback marker of *paths*, or ``None`` when there is none.  It
     is written atomically, so anything else at its name (not a regular
     file, not our JSON) is not ours: ignored, and never removed."""
@@ -88,7 +87,7 @@ def _file_identity(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _marked_file(marker: Optional[dict]) -> Optional[tuple]:
+def _marked_file(marker: dict | None) -> tuple | None:
     legacy = marker.get("legacy") if marker else None
     if not isinstance(legacy, dict):
         return None
@@ -98,7 +97,7 @@ def _marked_file(marker: Optional[dict]) -> Optional[tuple]:
     return values
 
 
-def _rollback_leftover(paths: StorePaths) -> Optional[tuple[str, bool]]:
+def _rollback_leftover(paths: StorePaths) -> tuple[str, bool] | None:
     """``(sessions.json, changed since)`` if it is the very file (device
     and inode) an interrupted rollback wrote, as its marker names it, else
     ``None``.  Read-only.
@@ -119,7 +118,7 @@ def _rollback_leftover(paths: StorePaths) -> Optional[tuple[str, bool]]:
     return None
 
 
-def _legacy_temp_pid(name: str) -> Optional[int]:
+def _legacy_temp_pid(name: str) -> int | None:
     """The pid in a temp name of a legacy-file write
     (``.sessions.json.<pid>-<n>.tmp``), else ``None``."""
     prefix = f".{LEGACY_NAME}."
@@ -151,7 +150,7 @@ def _remove_dead_legacy_temps(paths: StorePaths) -> list[str]:
     return removed
 
 
-def _settle_rollback(paths: StorePaths, warnings: list[str]) -> Optional[str]:
+def _settle_rollback(paths: StorePaths, warnings: list[str]) -> str | None:
     """Under the lock, directory store active: finish what a dead rollback
     left.  A ``sessions.json`` that is the file it wrote is renamed to a
     backup (returned, and said in *warnings*); then the marker goes."""
@@ -186,7 +185,7 @@ def _write_legacy_for_rollback(paths: StorePaths, data: bytes) -> None:
     write_new(temp, data, "file")  # fsynced: complete before it can count
     try:
         _faults.hit("rollback:after-temp")
-        identity = dict(zip(_MARKED_FIELDS, _file_identity(os.lstat(temp))))
+        identity = dict(zip(_MARKED_FIELDS, _file_identity(os.lstat(temp)), strict=True))
         marker = {"kind": _MARKER_KIND, "pid": os.getpid(), "createdAt": now_ms(),
                   "legacy": {**identity, "temp": os.path.basename(temp)}}
         write_atomic(_marker_path(paths), _json.dumps(marker), "full")

@@ -23,7 +23,8 @@ import asyncio
 import concurrent.futures
 import functools
 import os
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .maintenance import Maintenance, MaintenanceReport
 from .store import SessionStore
@@ -41,8 +42,8 @@ class AsyncSessionStore:
     (default: the running loop's default executor).
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *,
-                 executor: Optional[concurrent.futures.Executor] = None, **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 executor: concurrent.futures.Executor | None = None, **options: Any) -> None:
         self._store = SessionStore(path, **options)
         self._executor = executor
 
@@ -104,11 +105,11 @@ class AsyncSessionStore:
         """Create or replace the entry of *key*."""
         await self._run(self._store.put, key, entry)
 
-    async def patch(self, key: Any, fields: Mapping[str, Any]) -> Optional[dict]:
+    async def patch(self, key: Any, fields: Mapping[str, Any]) -> dict | None:
         """Shallow-merge *fields* into the entry of *key*; ``None`` if missing."""
         return await self._run(self._store.patch, key, fields)
 
-    async def update_entry(self, key: Any, fn: Callable[[Optional[dict]], Optional[dict]]) -> Optional[dict]:
+    async def update_entry(self, key: Any, fn: Callable[[dict | None], dict | None]) -> dict | None:
         """Read-modify-write one entry under the lock (*fn* runs in a worker thread)."""
         return await self._run(self._store.update_entry, key, fn)
 
@@ -125,7 +126,7 @@ class AsyncSessionStore:
         """Make the store hold exactly *mapping*, writing only the difference."""
         await self._run(self._store.save, mapping)
 
-    async def maintain(self, settings: Optional[Maintenance] = None, *,
+    async def maintain(self, settings: Maintenance | None = None, *,
                        dry_run: bool = False) -> MaintenanceReport:
         """A full maintenance sweep (prune, cap, disk budget)."""
         return await self._run(self._store.maintain, settings, dry_run=dry_run)
@@ -136,7 +137,7 @@ class AsyncSessionStore:
         """Close the store; every later call raises StoreClosedError."""
         self._store.close()
 
-    async def __aenter__(self) -> "AsyncSessionStore":
+    async def __aenter__(self) -> AsyncSessionStore:
         if self._store.closed:
             self._store._check_open()
         return self

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ._directory import DirectoryStore
 from ._fsutil import is_temp_name
@@ -62,15 +62,15 @@ class CheckReport:
     backups: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     #: Why the legacy ``sessions.json`` cannot be read (legacy mode), if so.
-    legacy_error: Optional[str] = None
+    legacy_error: str | None = None
     #: What is wrong with an inactive ``sessions.d`` that still holds
     #: sessions (or is a symlink), if so; its entry files; repairable?
-    damage: Optional[str] = None
+    damage: str | None = None
     damaged_entries: int = 0
     damage_fixable: bool = False
     #: ``sessions.json`` written by a rollback that died before it renamed
     #: ``sessions.d`` away (the directory store is authoritative).
-    rollback_leftover: Optional[str] = None
+    rollback_leftover: str | None = None
     #: The marker of such a rollback is still in ``sessions.d``.
     rollback_marker: bool = False
     #: Temp files of legacy-file writes whose process is dead.

@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__, _codec, _json
 from ._layout import ROOT_NAME, StorePaths
@@ -156,7 +157,7 @@ def _install_log_handler(verbose: int) -> Callable[[], None]:
     return remove
 
 
-def _missing_store(path: str) -> Optional[str]:
+def _missing_store(path: str) -> str | None:
     """Why *path* names no store (None when it names one)."""
     paths = StorePaths.from_store_path(path)
     if os.path.lexists(paths.store) or os.path.lexists(paths.root):
@@ -396,7 +397,7 @@ class _Bars:
     """One progress bar per store, each line ended before the next begins."""
 
     def __init__(self) -> None:
-        self.current: Optional[Progress] = None
+        self.current: Progress | None = None
 
     def __call__(self, path: str) -> Progress:
         self.close()
@@ -420,7 +421,7 @@ def _check_state_dir(state_dir: str) -> None:
         raise CommandError(f"--state-dir {state_dir}: not a directory")
 
 
-def _no_stores_found(state_dir: Optional[str]) -> str:
+def _no_stores_found(state_dir: str | None) -> str:
     where = os.path.join(state_dir, "agents", "*", "sessions") if state_dir else "the paths given"
     return f"No session stores found (looked in {where})."
 
@@ -555,7 +556,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _project_after(store: SessionStore, report: Any, legacy_sizes: Optional[dict[str, int]]) -> None:
+def _project_after(store: SessionStore, report: Any, legacy_sizes: dict[str, int] | None) -> None:
     """Set a report that removed nothing (dry run, warn mode) to the figures
     after what it would remove.  (The library reports the unchanged store
     there; this is what an operator previewing a sweep wants to read.)"""
@@ -630,7 +631,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser ---------------------------------------------------------------------------
 
-def _max_bytes(text: str) -> Optional[int]:
+def _max_bytes(text: str) -> int | None:
     """A size limit (see :func:`sessionsd._units.parse_size`); ``none`` or
     ``0`` for no limit."""
     if text.strip().lower() in ("none", "0"):
@@ -785,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     guard = _StdoutGuard(sys.stdout) if sys.stdout is not None else None
     if guard is not None:
@@ -799,7 +800,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 sys.stdout = guard.stream
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -33,7 +33,6 @@ import re
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Optional
 
 from . import _json
 from ._codec import classify_name, scan_entries
@@ -100,20 +99,20 @@ class Damage:
         )
 
 
-def _signature(info: Optional[os.stat_result]) -> Optional[tuple]:
+def _signature(info: os.stat_result | None) -> tuple | None:
     if info is None:
         return None
     return (info.st_dev, info.st_ino, info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def _lstat(path: str) -> Optional[os.stat_result]:
+def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def _state_problem(data: bytes) -> tuple[Optional[str], bool, str]:
+def _state_problem(data: bytes) -> tuple[str | None, bool, str]:
     """``(reason, fixable, refusal)`` for the bytes of a state.json; reason
     ``None`` when they are valid (the store is active after all)."""
     if parse_state(data) is not None:
@@ -163,7 +162,7 @@ def _has_entry_file(entries: str) -> bool:
     return False
 
 
-def inspect_directory(paths: StorePaths, *, count: bool = False) -> Optional[Damage]:
+def inspect_directory(paths: StorePaths, *, count: bool = False) -> Damage | None:
     """The damage of ``sessions.d`` if it is inactive and must not be
     ignored, else ``None`` (no ``sessions.d``, an active store, or an
     inactive one that holds no entry files and may be moved aside).
@@ -193,7 +192,7 @@ def inspect_directory(paths: StorePaths, *, count: bool = False) -> Optional[Dam
     state = _lstat(paths.state)
     fixable, refusal = True, ""
     if state is None:
-        reason: Optional[str] = "state.json is missing"
+        reason: str | None = "state.json is missing"
     elif stat.S_ISLNK(state.st_mode):
         reason, fixable, refusal = "state.json is a symlink", False, "state.json is a symlink"
     elif stat.S_ISDIR(state.st_mode):
@@ -231,12 +230,12 @@ def inspect_directory(paths: StorePaths, *, count: bool = False) -> Optional[Dam
 
 _mutex = threading.Lock()
 #: root -> (signature of sessions.d, entries/ and state.json, the verdict).
-_memo: dict[str, tuple[tuple, Optional[Damage]]] = {}
+_memo: dict[str, tuple[tuple, Damage | None]] = {}
 #: (root, path, reason) of damage already warned about in this process.
 _warned: set[tuple[str, str, str]] = set()
 
 
-def _inspect_cached(paths: StorePaths) -> Optional[Damage]:
+def _inspect_cached(paths: StorePaths) -> Damage | None:
     """:func:`inspect_directory`, remembered while ``sessions.d``,
     ``entries/`` and ``state.json`` keep their lstat signatures (adding or
     removing an entry file changes the directory's mtime)."""
@@ -329,7 +328,7 @@ class Repair:
     done: bool
     message: str
     version: int = 0
-    kept: Optional[str] = None
+    kept: str | None = None
 
 
 def repair_state(paths: StorePaths) -> Repair:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["generate_keys", "generate_entry", "generate_store", "iter_store", "SIZE_MIX"]
 
@@ -25,12 +26,13 @@ SIZE_MIX = ((0.30, 300, 1_000), (0.50, 20_000, 60_000), (0.20, 90_000, 150_000))
 
 _CHANNELS = ("telegram", "discord", "whatsapp", "slack", "signal", "imessage")
 _MODELS = ("claude-sonnet-4-5", "gpt-5.2", "gemini-2.5-pro", "claude-opus-4-1", "llama-4-70b")
-_WORDS = (
-    "session agent skill prompt tool workspace context channel token model reply "
-    "summary memory cache route heartbeat cron run subagent report snapshot file "
-    "system user assistant message thread group policy queue debounce compaction "
-    "the a of to and in for with on is that this from by as be it are or"
-).split()
+_WORDS = [
+    "session", "agent", "skill", "prompt", "tool", "workspace", "context", "channel", "token",
+    "model", "reply", "summary", "memory", "cache", "route", "heartbeat", "cron", "run",
+    "subagent", "report", "snapshot", "file", "system", "user", "assistant", "message", "thread",
+    "group", "policy", "queue", "debounce", "compaction", "the", "a", "of", "to", "and", "in",
+    "for", "with", "on", "is", "that", "this", "from", "by", "as", "be", "it", "are", "or",
+]
 
 
 def _uuid(rng: random.Random) -> str:
@@ -149,7 +151,7 @@ def _target_size(rng: random.Random, small: bool) -> int:
     return rng.randrange(SIZE_MIX[-1][1], SIZE_MIX[-1][2])
 
 
-def generate_entry(rng: random.Random, pool: "_TextPool", key: str, target: int,
+def generate_entry(rng: random.Random, pool: _TextPool, key: str, target: int,
                    now_ms: int = 1_790_000_000_000) -> dict[str, Any]:
     """One entry of about *target* bytes of compact JSON."""
     entry = _base_entry(rng, key, now_ms)

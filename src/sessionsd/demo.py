@@ -15,7 +15,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _json, datagen
 from ._fsutil import write_atomic
@@ -41,7 +42,7 @@ def _fmt(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
-def run_demo(sessions: int = 3000, directory: "str | None" = None, seed: int = 0,
+def run_demo(sessions: int = 3000, directory: str | None = None, seed: int = 0,
              as_json: bool = False) -> int:
     """Run the demo; returns the exit status (0: every session survived the
     migration).  *as_json*: the human-readable lines go to stderr and one

@@ -9,7 +9,7 @@ import errno
 import logging
 import os
 import stat
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ._layout import StorePaths, read_state
 from .damage import inspect_directory
@@ -40,7 +40,7 @@ def _dedupe(paths: Iterable[str]) -> list[str]:
     return result
 
 
-def agent_store_paths(state_dir: "str | os.PathLike[str]") -> list[str]:
+def agent_store_paths(state_dir: str | os.PathLike[str]) -> list[str]:
     """``<state>/agents/*/sessions/sessions.json`` for every agent sessions
     directory, whether or not a store exists there yet (sorted)."""
     agents = os.path.join(os.path.abspath(os.fspath(state_dir)), "agents")
@@ -69,8 +69,8 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
-def discover_stores(state_dir: "str | os.PathLike[str]",
-                    extra_paths: Sequence["str | os.PathLike[str]"] = ()) -> list[str]:
+def discover_stores(state_dir: str | os.PathLike[str],
+                    extra_paths: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
     """Every store under *state_dir* that exists: a regular ``sessions.json``,
     or an active ``sessions.d`` beside where it was (after migration the
     legacy file is gone), or a damaged one (see :mod:`sessionsd.damage`).
@@ -128,7 +128,7 @@ def summary_line(results: Sequence[MigrationResult]) -> str:
     return line
 
 
-def migrate_or_fail(store_path: "str | os.PathLike[str]", **migrate_options) -> MigrationResult:
+def migrate_or_fail(store_path: str | os.PathLike[str], **migrate_options) -> MigrationResult:
     """:func:`~sessionsd.migration.migrate`, with an exception turned into a
     ``failed`` result whose warning is ``Migration failed: <error>``."""
     try:
@@ -138,10 +138,10 @@ def migrate_or_fail(store_path: "str | os.PathLike[str]", **migrate_options) -> 
                                warnings=[f"Migration failed: {type(exc).__name__}: {exc}"])
 
 
-def run_startup_migration(state_dir: Optional["str | os.PathLike[str]"] = None,
-                          extra_paths: Sequence["str | os.PathLike[str]"] = (),
-                          logger: Optional[logging.Logger] = None,
-                          *, progress_for: Optional[Callable[[str], Callable[[int, int], None]]] = None,
+def run_startup_migration(state_dir: str | os.PathLike[str] | None = None,
+                          extra_paths: Sequence[str | os.PathLike[str]] = (),
+                          logger: logging.Logger | None = None,
+                          *, progress_for: Callable[[str], Callable[[int, int], None]] | None = None,
                           **migrate_options) -> list[MigrationResult]:
     """Migrate every agent store under *state_dir* plus *extra_paths*, one
     at a time, and log exactly one summary line: WARNING when a store was

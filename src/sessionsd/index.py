@@ -57,12 +57,13 @@ import math
 import os
 import stat as _stat
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import _faults, _fsutil, _json
 from ._codec import copy_json, encode_key, stat_entries
 from ._documents import decode_document
-from ._fsutil import READ_FLAGS, NOT_A_FILE_ERRNOS, fsync_dir, read_regular, replace, temp_name, write_new
+from ._fsutil import NOT_A_FILE_ERRNOS, READ_FLAGS, fsync_dir, read_regular, replace, temp_name, write_new
 
 try:  # pragma: no cover - which branch runs depends on the interpreter
     import orjson
@@ -176,10 +177,10 @@ class Index:
     lazily from the base file or held in memory) plus an overlay of the
     journal's changes (key -> row, or None for a deleted session)."""
 
-    def __init__(self, token: tuple, *, rows: Optional[list] = None, keys: Optional[list] = None,
-                 stat: Optional[list] = None, skipped: Optional[list] = None,
-                 path: Optional[str] = None, file_id: Optional[tuple] = None,
-                 sections: Optional[dict] = None, count: Optional[int] = None,
+    def __init__(self, token: tuple, *, rows: list | None = None, keys: list | None = None,
+                 stat: list | None = None, skipped: list | None = None,
+                 path: str | None = None, file_id: tuple | None = None,
+                 sections: dict | None = None, count: int | None = None,
                  base_size: int = 0) -> None:
         self.token = token
         self.chained = True          # every journal record applied in order
@@ -189,21 +190,21 @@ class Index:
         self.base_size = base_size
         self.log_size = 0
         self._rows = rows
-        self._head: Optional[list] = rows[:HEAD_ROWS] if rows is not None else None
-        self._head_bytes: Optional[bytes] = None
+        self._head: list | None = rows[:HEAD_ROWS] if rows is not None else None
+        self._head_bytes: bytes | None = None
         self._keys = keys
-        self._updated: Optional[list] = None
-        self._channel: Optional[list] = None
-        self._to: Optional[list] = None
+        self._updated: list | None = None
+        self._channel: list | None = None
+        self._to: list | None = None
         self._stat = stat
         self._skipped = skipped
         self._count = len(rows) if rows is not None else count
-        self._keyset: Optional[set] = None
-        self.overlay: dict[str, Optional[list]] = {}
+        self._keyset: set | None = None
+        self.overlay: dict[str, list | None] = {}
         #: True once the index is kept in a shared cache: values handed out are copied.
         self.shared = False
         #: (prev, next, ops, journal size it follows) of a repair not yet stored.
-        self.pending: Optional[tuple] = None
+        self.pending: tuple | None = None
 
     # -- base sections --------------------------------------------------------------
 
@@ -277,7 +278,7 @@ class Index:
             overlay[op[0]] = op if len(op) > 1 else None
         self._keyset = None
 
-    def extended(self, token: tuple, ops: list) -> "Index":
+    def extended(self, token: tuple, ops: list) -> Index:
         """A copy of this file-backed index with *ops* on top, for *token*;
         ``pending`` holds the journal record that makes the stored index
         say the same (see :func:`append_pending`)."""
@@ -341,7 +342,7 @@ class Index:
             rows = self.rows()
             return {row[0]: _summary(row, True) for row in rows}
         result = {key: {"lastChannel": channel, "lastTo": to, "updatedAt": updated}
-                  for key, updated, channel, to in zip(self._section("keys"), *columns)}
+                  for key, updated, channel, to in zip(self._section("keys"), *columns, strict=True)}
         for key, row in self.overlay.items():
             if row is None:
                 result.pop(key, None)
@@ -370,7 +371,7 @@ class Index:
         rows = self._section("rows")
         stat = self._section("stat")
         overlay = self.overlay
-        result = [(row, info[0]) for row, info in zip(rows, stat) if not overlay or row[0] not in overlay]
+        result = [(row, info[0]) for row, info in zip(rows, stat, strict=True) if not overlay or row[0] not in overlay]
         result += [(row, row[5] if len(row) > 5 else encode_key(row[0])) for row in overlay.values() if row is not None]
         return result
 
@@ -382,7 +383,8 @@ class Index:
         stat = self._section("stat")
         overlay = self.overlay
         if overlay:
-            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat) if row[0] not in overlay}
+            known = {info[0]: (row, info[1], info[2])
+                     for row, info in zip(rows, stat, strict=True) if row[0] not in overlay}
             for row in overlay.values():
                 if row is not None:
                     if len(row) > 5:
@@ -390,7 +392,7 @@ class Index:
                     else:
                         known[encode_key(row[0])] = (row, 0, 0)
         else:
-            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat)}
+            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat, strict=True)}
         skipped = {item[0]: (item[1], item[2], item[3], item[4]) for item in self._section("skipped") if item[2]}
         return known, skipped
 
@@ -405,7 +407,7 @@ def _int(value: Any) -> bool:
     return type(value) is int
 
 
-def load(root: str) -> Optional[Index]:
+def load(root: str) -> Index | None:
     """The index stored in *root* (``sessions.d``): the base and every
     journal record that chains onto it.  ``None`` when there is none or it
     is unreadable.  The caller compares ``token`` (and ``chained``) with the
@@ -501,7 +503,7 @@ def _records(body: bytes) -> list:
     return records
 
 
-def log_base_size(fd: int) -> Optional[int]:
+def log_base_size(fd: int) -> int | None:
     """The base size named in the journal header of *fd*, if readable."""
     head = os.pread(fd, 128, 0)
     newline = head.find(b"\n")
@@ -516,8 +518,8 @@ def log_base_size(fd: int) -> Optional[int]:
 
 # -- repair -----------------------------------------------------------------------------
 
-def repair(entries: str, prior: Optional[Index], token: tuple,
-           read: Optional[Callable[[str], Optional[bytes]]] = None) -> Index:
+def repair(entries: str, prior: Index | None, token: tuple,
+           read: Callable[[str], bytes | None] | None = None) -> Index:
     """An index of what ``entries/`` holds now, for *token*: lists the
     directory and lstats every entry file (one ``stat_entries`` call); reads
     and decodes only files the *prior* index does not know with the same
@@ -624,12 +626,12 @@ def write(root: str, index: Index, durability: str = "none") -> int:
     is ignored -- valid for its own token, stale for any later one."""
     rows = index.rows()
     if index.overlay:
-        stat = [info for row, info in zip(index._section("rows"), index._section("stat"))
+        stat = [info for row, info in zip(index._section("rows"), index._section("stat"), strict=True)
                 if row[0] not in index.overlay]
         stat += [row[5:8] if len(row) > 5 else [encode_key(row[0]), 0, 0]
                  for row in index.overlay.values() if row is not None]
         rows = [row[:5] for row in rows]
-        pairs = sorted(zip(rows, stat), key=lambda pair: order_key(pair[0]))
+        pairs = sorted(zip(rows, stat, strict=True), key=lambda pair: order_key(pair[0]))
         rows = [pair[0] for pair in pairs]
         stat = [pair[1] for pair in pairs]
         skipped = [item for item in index._section("skipped")

@@ -21,8 +21,9 @@ import logging
 import math
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from ._codec import encode_key
 from ._layout import LOCK_NAME, ROOT_NAME, StorePaths, now_ms
@@ -53,11 +54,11 @@ class Maintenance:
     """
 
     mode: str = "warn"
-    prune_after: Optional[float] = None
-    max_entries: Optional[int] = None
-    max_disk_bytes: Optional[int] = None
+    prune_after: float | None = None
+    max_entries: int | None = None
+    max_disk_bytes: int | None = None
     sweep_interval: float = 300.0
-    on_removed: Optional[Callable[[str, dict], None]] = None
+    on_removed: Callable[[str, dict], None] | None = None
     archive_transcripts: bool = True
 
     def __post_init__(self) -> None:
@@ -169,7 +170,7 @@ def plan_removals(items: Iterable[tuple[float, str, int]], count: int, size: int
     return pruned, evicted, over_budget
 
 
-def archive_transcript(paths: StorePaths, entry: dict, real_dir: Optional[str] = None) -> Optional[str]:
+def archive_transcript(paths: StorePaths, entry: dict, real_dir: str | None = None) -> str | None:
     """Rename a removed session's transcript to ``<file>.deleted.<ms>``.
 
     Only a regular file (not a symlink) whose real location is inside the
@@ -252,7 +253,7 @@ class Maintainer:
     def __init__(self, store, settings: Maintenance) -> None:
         self.store = store
         self.settings = settings
-        self._candidates: Optional[list[tuple[float, str, str, int]]] = None
+        self._candidates: list[tuple[float, str, str, int]] | None = None
         self._scanned_at = 0     # when the list was built (ms)
         self._seq = -1           # the seq after the last commit this object knows of
         self._foreign = False    # another writer committed since the list was built
@@ -373,7 +374,7 @@ class Maintainer:
         items.sort(key=lambda item: (item[0], item[1]), reverse=True)
         return items
 
-    def _verified_oldest(self, stats, protect: frozenset) -> Optional[list[tuple[float, str, int]]]:
+    def _verified_oldest(self, stats, protect: frozenset) -> list[tuple[float, str, int]] | None:
         """Enough verified oldest candidates to satisfy the cap and budget,
         or None when the cached list runs out (the caller rescans)."""
         settings = self.settings
@@ -423,7 +424,7 @@ class Maintainer:
                 _insert_candidate(candidates, item)
 
     def sweep_directory(self, version: int, stats, *, protect: frozenset = frozenset(),
-                        full: bool = True, now: Optional[int] = None,
+                        full: bool = True, now: int | None = None,
                         dry_run: bool = False) -> MaintenanceReport:
         """One sweep: plan, then (enforce, not dry run) remove as one commit.
         A dry run or a warn-mode sweep changes nothing, not even the list."""
@@ -508,7 +509,7 @@ class Maintainer:
     # -- whole-store saves (both modes) -------------------------------------------
 
     def apply_to_mapping(self, entries: dict[str, dict], *, protect: frozenset = frozenset(),
-                         sizes: Optional[Callable[[str, dict], int]] = None,
+                         sizes: Callable[[str, dict], int] | None = None,
                          dry_run: bool = False) -> tuple[MaintenanceReport, dict[str, dict]]:
         """Plan on a whole mapping; in enforce mode remove from it in place.
         Returns the report and the removed ``{key: entry}``."""

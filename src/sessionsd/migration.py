@@ -34,37 +34,46 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import _faults
 from ._codec import copy_json, encode_key
 from ._layout import StorePaths, read_state
-from ._legacy_stream import (
-    WHOLE_FILE_BYTES,
-    _CountSink,
-    _DictSink,
-    _read_legacy,
-    _size_text,
-    _updated_at,
-)
-from ._promotion import (
-    _StagingSink,
-    _backup_twin,
-    _drop_link,
-    _link_backup,
-    _promote,
-    _retire_legacy,
-    cleanup_stale_staging,
-)
-from ._rollback import _remove_dead_legacy_temps, _rollback_leftover, _settle_rollback, rollback
-from .damage import guard_write, inspect_directory
 
 # Re-exported for the modules and tests that import them from here
 # (check.py; tests/test_big_legacy.py).
-from ._legacy_stream import _CHUNK_BYTES, _NotStrict, _stream  # noqa: F401
-from ._promotion import _pid_alive  # noqa: F401
-from ._rollback import _legacy_temp_pid, _read_marker  # noqa: F401
+from ._legacy_stream import (  # noqa: F401
+    _CHUNK_BYTES,
+    WHOLE_FILE_BYTES,
+    _CountSink,
+    _DictSink,
+    _NotStrict,
+    _read_legacy,
+    _size_text,
+    _stream,
+    _updated_at,
+)
+from ._promotion import (
+    _backup_twin,
+    _drop_link,
+    _link_backup,
+    _pid_alive,  # noqa: F401
+    _promote,
+    _retire_legacy,
+    _StagingSink,
+    cleanup_stale_staging,
+)
+from ._rollback import (  # noqa: F401
+    _legacy_temp_pid,
+    _read_marker,
+    _remove_dead_legacy_temps,
+    _rollback_leftover,
+    _settle_rollback,
+    rollback,
+)
+from .damage import guard_write, inspect_directory
 
 __all__ = [
     "OUTCOMES",
@@ -122,7 +131,7 @@ class MigrationResult:
     outcome: str
     legacy_entries: int = 0
     migrated_entries: int = 0
-    backup_path: Optional[str] = None
+    backup_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,8 +144,8 @@ def _default_normalize(key: Any) -> str:
     return validate_key(key).lower()
 
 
-def detect(store_path, *, normalize: Optional[Callable[[Any], str]] = None,
-           max_bytes: Optional[int] = None) -> Detection:
+def detect(store_path, *, normalize: Callable[[Any], str] | None = None,
+           max_bytes: int | None = None) -> Detection:
     """Read-only inspection of a store path: status, counts, warnings, preview.
 
     The legacy file is read the way :func:`migrate` reads it (streaming, in
@@ -200,8 +209,8 @@ def migrate_snapshot(store, entries: dict[str, dict]) -> MigrationResult:
     return MigrationResult(paths.store, "migrated", len(entries), len(entries), backup, warnings)
 
 
-def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] = None,
-            lower_keys: bool = True, progress: Optional[Callable[[int, int], None]] = None
+def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: int | None = None,
+            lower_keys: bool = True, progress: Callable[[int, int], None] | None = None
             ) -> MigrationResult:
     """Migrate one store to directory mode (idempotent, crash-safe).
 
@@ -229,8 +238,8 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: Optional[int] 
     return result
 
 
-def _migrate_locked(store, max_bytes: Optional[int],
-                    progress: Optional[Callable[[int, int], None]]) -> MigrationResult:
+def _migrate_locked(store, max_bytes: int | None,
+                    progress: Callable[[int, int], None] | None) -> MigrationResult:
     """:func:`migrate` for a caller holding the store lock."""
     paths = store.paths
     cleanup_stale_staging(paths)
@@ -299,8 +308,8 @@ def _migrate_locked(store, max_bytes: Optional[int],
     return result
 
 
-def _migrate_fresh(store, max_bytes: Optional[int],
-                   progress: Optional[Callable[[int, int], None]]) -> MigrationResult:
+def _migrate_fresh(store, max_bytes: int | None,
+                   progress: Callable[[int, int], None] | None) -> MigrationResult:
     """Under the lock, no directory store active: stream the legacy file
     into a staging directory, then promote it (SPEC §6, fresh migration)."""
     paths = store.paths
@@ -400,8 +409,8 @@ class _DirectoryView(dict):
         super().__init__()
         self._store = store
         self._state = state
-        self._read: dict[str, Optional[dict]] = {}
-        self._whole: Optional[dict[str, dict]] = None
+        self._read: dict[str, dict | None] = {}
+        self._whole: dict[str, dict] | None = None
 
     def _load(self, key: Any) -> None:
         if self._whole is not None or key in self._read:

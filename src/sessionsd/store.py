@@ -17,24 +17,25 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from ._codec import copy_json, encode_key, read_updated_at, same_json, validate_key
 from . import index as _index
+from ._codec import copy_json, encode_key, read_updated_at, same_json, validate_key
 from ._directory import DirectoryStore, Snapshot, _Retry
 from ._documents import encode_document
 from ._fsutil import DURABILITY_MODES
 from ._layout import BLOCKED_KEYS, StorePaths, read_state
 from ._legacy import LegacySnapshot, LegacyStore
 from ._lock import DEFAULT_TIMEOUT, StoreLock
-from .errors import StoreLockTimeout
-from .maintenance import Maintainer, Maintenance, MaintenanceReport
 from .errors import (
     BlockedKeyError,
     InvalidEntryError,
     InvalidKeyError,
     StoreClosedError,
+    StoreLockTimeout,
 )
+from .maintenance import Maintainer, Maintenance, MaintenanceReport
 
 __all__ = ["SessionStore", "DIRECTORY", "LEGACY"]
 
@@ -105,11 +106,11 @@ class _Cache:
     re-reads just those.  Legacy mode: the parsed file and its stat token.
     """
 
-    _registry: dict[tuple[str, bool], "_Cache"] = {}
+    _registry: dict[tuple[str, bool], _Cache] = {}
     _registry_mutex = threading.Lock()
 
     @classmethod
-    def for_path(cls, path: tuple[str, bool]) -> "_Cache":
+    def for_path(cls, path: tuple[str, bool]) -> _Cache:
         with cls._registry_mutex:
             cache = cls._registry.get(path)
             if cache is None:
@@ -119,12 +120,12 @@ class _Cache:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.mutex = threading.Lock()
-        self.snapshot: Optional[Snapshot] = None
-        self.token: Optional[tuple[int, int]] = None
+        self.snapshot: Snapshot | None = None
+        self.token: tuple[int, int] | None = None
         self.dirty: dict[str, str] = {}
-        self.legacy: Optional[LegacySnapshot] = None
+        self.legacy: LegacySnapshot | None = None
         #: The listing index (sessionsd.index) of the last directory listing.
-        self.index: Optional[_index.Index] = None
+        self.index: _index.Index | None = None
 
     def clear(self) -> None:
         with self.mutex:
@@ -179,7 +180,7 @@ class SessionStore:
 
     def __init__(self, path, *, lower_keys: bool = True, durability: str = "file",
                  lock_timeout: float = DEFAULT_TIMEOUT, sessionsd_only: bool = False,
-                 cache: bool = True, maintenance: Optional[Maintenance] = None,
+                 cache: bool = True, maintenance: Maintenance | None = None,
                  index: bool = True) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -194,7 +195,7 @@ class SessionStore:
         # Legacy snapshots hold normalised keys, so the key rule is part of
         # what a cached view means.
         self._cache = _Cache.for_path((self.paths.store, lower_keys)) if cache else _Cache(enabled=False)
-        self._mode: Optional[str] = None
+        self._mode: str | None = None
         self._state_memo: list = [None]
         self._closed = False
         #: (file name, reason) of entry files the last full load skipped.
@@ -204,7 +205,7 @@ class SessionStore:
         self.maintenance = maintenance
         self._maintainer = Maintainer(self, maintenance) if maintenance and maintenance.active else None
         #: The report of the last maintenance sweep or check.
-        self.last_maintenance: Optional[MaintenanceReport] = None
+        self.last_maintenance: MaintenanceReport | None = None
         self.use_index = index
 
     # -- lifecycle ------------------------------------------------------------
@@ -218,7 +219,7 @@ class SessionStore:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "SessionStore":
+    def __enter__(self) -> SessionStore:
         self._check_open()
         return self
 
@@ -365,7 +366,7 @@ class SessionStore:
             self._legacy_update(lambda entries: entries.__setitem__(normalized, entry),
                                 protect=frozenset({normalized}))
 
-    def patch(self, key: Any, fields: Mapping[str, Any]) -> Optional[dict]:
+    def patch(self, key: Any, fields: Mapping[str, Any]) -> dict | None:
         """Shallow-merge *fields* into the entry of *key*; returns the merged
         entry, or ``None`` (writing nothing) when there is no such entry."""
         self._check_open()
@@ -374,12 +375,12 @@ class SessionStore:
                 f"patch fields for session entry {key!r} must be a mapping (a dict), "
                 f"not {type(fields).__name__}", key)
 
-        def merge(current: Optional[dict]) -> Optional[dict]:
+        def merge(current: dict | None) -> dict | None:
             return None if current is None else {**current, **fields}
 
         return self._update_one(key, merge, create=False)
 
-    def update_entry(self, key: Any, fn: Callable[[Optional[dict]], Optional[dict]]) -> Optional[dict]:
+    def update_entry(self, key: Any, fn: Callable[[dict | None], dict | None]) -> dict | None:
         """Read-modify-write one entry under the lock.
 
         *fn* gets a private copy of the entry (``None`` when missing) and
@@ -388,8 +389,8 @@ class SessionStore:
         self._check_open()
         return self._update_one(key, fn, create=True)
 
-    def _update_one(self, key: Any, fn: Callable[[Optional[dict]], Optional[dict]],
-                    create: bool) -> Optional[dict]:
+    def _update_one(self, key: Any, fn: Callable[[dict | None], dict | None],
+                    create: bool) -> dict | None:
         normalized = self._writable_key(key)
         name = encode_key(normalized)
         with self._hold():
@@ -404,7 +405,7 @@ class SessionStore:
                 data = encode_document(normalized, new)
                 self._write_one(state, normalized, data, _index.entry_row(normalized, new, len(data)))
                 return new
-            outcome: list[Optional[dict]] = []
+            outcome: list[dict | None] = []
 
             def mutate(entries: dict) -> None:
                 current = entries.get(normalized)
@@ -440,7 +441,7 @@ class SessionStore:
             self._legacy_update(lambda entries: removed.append(entries.pop(normalized, None) is not None))
             return removed[0]
 
-    def _write_one(self, state, key: str, data: Optional[bytes], row: Optional[list] = None) -> bool:
+    def _write_one(self, state, key: str, data: bytes | None, row: list | None = None) -> bool:
         name = encode_key(key)
         changed, seq_before, stats = self._dir.write_one(name, key, data, state.version, row)
         self.last_stats = stats
@@ -596,7 +597,7 @@ class SessionStore:
             result[key] = entry
         return result
 
-    def _size_of(self, settings: Optional[Maintenance] = None) -> Optional[Callable[[str, dict], int]]:
+    def _size_of(self, settings: Maintenance | None = None) -> Callable[[str, dict], int] | None:
         """Entry sizes for the disk budget (serialised, as on disk), or None.
         *settings*: the sweep's (default: those of the maintainer in force)."""
         if settings is None:
@@ -657,7 +658,7 @@ class SessionStore:
                         self._cache.index = None
         return fallback(self._entries_snapshot())
 
-    def _dir_index(self, trust: bool = True, build: bool = True) -> Optional[_index.Index]:
+    def _dir_index(self, trust: bool = True, build: bool = True) -> _index.Index | None:
         """The listing index valid for the current store state (seqlock as
         in :meth:`_dir_snapshot`), ``None`` if the store stopped being active
         -- or, with ``build=False``, if the stored index is not current (no
@@ -686,7 +687,7 @@ class SessionStore:
     def _token(self, state, seq: int) -> tuple:
         return state.identity + (state.version, seq, _entries_mtime(self.paths))
 
-    def _index_at(self, state, seq: int, trust: bool, build: bool = True) -> Optional[_index.Index]:
+    def _index_at(self, state, seq: int, trust: bool, build: bool = True) -> _index.Index | None:
         """The index for (state, seq): the cached one, the stored one, or a
         repair of either; raises _Retry when a commit overlapped a repair."""
         token = self._token(state, seq)
@@ -740,9 +741,10 @@ class SessionStore:
                 return
             if self._token(state, seq) != index.token:
                 return  # a commit came in between: its record is not in this index
-            if index.pending is not None and index.log_size <= max(_index.READER_FLOOR, index.base_size // 4):
-                if _index.append_pending(self.paths.root, index):
-                    return
+            if (index.pending is not None
+                    and index.log_size <= max(_index.READER_FLOOR, index.base_size // 4)
+                    and _index.append_pending(self.paths.root, index)):
+                return
             _index.write(self.paths.root, index, self.durability)
             index.pending = None
         except (OSError, TypeError, ValueError) as exc:
@@ -760,7 +762,7 @@ class SessionStore:
         except (OSError, ValueError, _index.Gone) as exc:
             _log.debug("session listing index of %s not compacted: %s", self.paths.root, exc)
 
-    def _maintenance_rows(self) -> Optional[list[tuple[list, str]]]:
+    def _maintenance_rows(self) -> list[tuple[list, str]] | None:
         """Under the lock, directory mode: (row, file name) of every session
         from the listing index, or None when listings do not use it."""
         if not self.use_index:
@@ -799,7 +801,7 @@ class SessionStore:
                 return snapshot.entries
             return self._legacy_snapshot().entries
 
-    def _dir_snapshot(self) -> Optional[Snapshot]:
+    def _dir_snapshot(self) -> Snapshot | None:
         """A consistent snapshot without the lock if possible (seqlock), under
         it after repeated overlaps; ``None`` if the store stopped being active."""
         for attempt in range(_SNAPSHOT_ATTEMPTS):
@@ -893,10 +895,10 @@ class SessionStore:
         apply to the saved mapping (never to the *protect*ed keys).
         Invariant: the file is replaced by one rename, or not at all.
         """
-        from .migration import migrate_snapshot  # migration imports this module
         # -- damaged sessions.d (see sessionsd.damage): never write around a
         # directory store that still holds sessions; raise instead --
         from .damage import guard_write
+        from .migration import migrate_snapshot  # migration imports this module
 
         guard_write(self.paths)
         # -- end damaged sessions.d --
@@ -945,7 +947,7 @@ class SessionStore:
 
     # -- maintenance -----------------------------------------------------------------
 
-    def maintain(self, settings: Optional[Maintenance] = None, *, dry_run: bool = False
+    def maintain(self, settings: Maintenance | None = None, *, dry_run: bool = False
                  ) -> MaintenanceReport:
         """Run a full maintenance sweep now (prune, cap, disk budget) with
         *settings* (default: the store's).  *dry_run* or ``mode="warn"``
