@@ -12,8 +12,8 @@ two formulations to the same accepted set.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrnoWithFilenameObject
 from libc.errno cimport errno
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 import os
 from hashlib import sha256 as _sha256
@@ -62,6 +62,7 @@ cdef extern from "sd_dirscan.h":
     int sd_read_batch(int dir_fd, const char** names, Py_ssize_t count,
                       char** arena, size_t* capacity, sd_batch_item* out) nogil
     void sd_stat_batch(int dir_fd, const char** names, Py_ssize_t count, sd_stat_item* out) nogil
+    void sd_stat_batch_parallel(int dir_fd, const char** names, Py_ssize_t count, sd_stat_item* out) nogil
     ctypedef struct sd_batch_job:
         int dir_fd
         const char** names
@@ -71,6 +72,10 @@ cdef extern from "sd_dirscan.h":
         sd_batch_item* out
         int rc
         int started
+        int parallel
+        Py_ssize_t split
+        char* arena2
+        size_t capacity2
     void sd_batch_spawn(sd_batch_job* j) nogil
     void sd_batch_wait(sd_batch_job* j) nogil
 
@@ -83,6 +88,7 @@ MAX_INLINE_KEY_BYTES = _twin.MAX_INLINE_KEY_BYTES
 HASHED_NAME_LENGTH = _twin.HASHED_NAME_LENGTH
 KEY_WHITESPACE = _twin.KEY_WHITESPACE
 HEADER_BYTES = _twin.HEADER_BYTES
+STAT_RECORD = _twin.STAT_RECORD
 
 cdef enum:
     PREFIX_LEN = 8          # "session-"
@@ -105,12 +111,23 @@ for _i in range(64):
 # take the os.scandir path that Windows builds use.
 cdef bint _force_lstat = False
 cdef bint _force_scandir = False
+# And whether large lstat and read batches may use a second thread (the
+# answer must not depend on it).
+cdef bint _parallel_io = True
 
 
-def _set_scan_mode(bint force_lstat=False, bint force_scandir=False):
-    global _force_lstat, _force_scandir
+def _set_scan_mode(bint force_lstat=False, bint force_scandir=False, bint parallel_io=True):
+    global _force_lstat, _force_scandir, _parallel_io
     _force_lstat = force_lstat
     _force_scandir = force_scandir
+    _parallel_io = parallel_io
+
+
+cdef inline void _stat_batch(int dir_fd, const char** names, Py_ssize_t count, sd_stat_item* out) noexcept nogil:
+    if _parallel_io:
+        sd_stat_batch_parallel(dir_fd, names, count, out)
+    else:
+        sd_stat_batch(dir_fd, names, count, out)
 
 
 cdef inline bint _is_ws(Py_UCS4 c) noexcept nogil:
@@ -491,6 +508,10 @@ cdef class _PrefetchedFiles:
         self.job.out = NULL
         self.job.arena = NULL
         self.job.capacity = 0
+        self.job.arena2 = NULL
+        self.job.capacity2 = 0
+        self.job.split = 0
+        self.job.parallel = 0
         self.job.started = 0
         self.pending = False
         self.done = False
@@ -506,6 +527,7 @@ cdef class _PrefetchedFiles:
             raise MemoryError()
         self.fd, _, self.owned = _twin._open_batch_dir(directory)
         self.job.dir_fd = self.fd
+        self.job.parallel = _parallel_io
         self.pending = True
         if thread and self.job.count:
             sd_batch_spawn(&self.job)
@@ -523,9 +545,11 @@ cdef class _PrefetchedFiles:
         free(self.job.names)
         free(self.job.out)
         free(self.job.arena)
+        free(self.job.arena2)
         self.job.names = NULL
         self.job.out = NULL
         self.job.arena = NULL
+        self.job.arena2 = NULL
 
     def result(self):
         cdef Py_ssize_t i
@@ -542,7 +566,8 @@ cdef class _PrefetchedFiles:
             results = [None] * self.job.count
             for i in range(self.job.count):
                 if out[i].status == 0:
-                    results[i] = PyBytes_FromStringAndSize(self.job.arena + out[i].offset, out[i].length)
+                    results[i] = PyBytes_FromStringAndSize(
+                        (self.job.arena if i < self.job.split else self.job.arena2) + out[i].offset, out[i].length)
                 elif out[i].status < 0:
                     results[i] = OSError(out[i].err, os.strerror(out[i].err), self.items[i])
             return results
@@ -567,6 +592,7 @@ cdef class _PrefetchedFiles:
         free(self.job.names)
         free(self.job.out)
         free(self.job.arena)
+        free(self.job.arena2)
 
 
 def read_files(directory, names):
@@ -633,7 +659,7 @@ def stat_entries(directory):
             c_names[i] = <const char*>PyUnicode_DATA((<tuple>found[i])[0])
         rc = sd_dir_fd(&listing)
         with nogil:
-            sd_stat_batch(rc, c_names, count, out)
+            _stat_batch(rc, c_names, count, out)
         for i in range(count):
             if out[i].status == 0:
                 entry = <tuple>found[i]
@@ -647,6 +673,232 @@ def stat_entries(directory):
         free(c_names)
         free(out)
     return results
+
+
+# -- comparing a directory with the stat rows of an index ---------------------------
+
+cdef enum:
+    STAT_RECORD_BYTES = 24  # <Qqq: st_ino, st_mtime_ns, st_size
+
+
+cdef inline unsigned long long _le64(const unsigned char* p) noexcept nogil:
+    return (<unsigned long long>p[0] | (<unsigned long long>p[1] << 8)
+            | (<unsigned long long>p[2] << 16) | (<unsigned long long>p[3] << 24)
+            | (<unsigned long long>p[4] << 32) | (<unsigned long long>p[5] << 40)
+            | (<unsigned long long>p[6] << 48) | (<unsigned long long>p[7] << 56))
+
+
+cdef inline unsigned long long _name_hash(const char* s, Py_ssize_t n) noexcept nogil:
+    # FNV-1a: names are short; the table compares whole names on a hit.
+    cdef unsigned long long h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ <unsigned char>s[i]) * 1099511628211ULL
+    return h
+
+
+cdef struct _Rows:
+    # The rows' names (pointers into the caller's bytes) and a hash table
+    # of the last row of each name.
+    const char** name
+    Py_ssize_t* length
+    Py_ssize_t count
+    Py_ssize_t* slots
+    size_t mask
+
+
+cdef inline Py_ssize_t _rows_find(_Rows* rows, const char* s, Py_ssize_t n) noexcept nogil:
+    """The last row named s[0:n], or -1."""
+    cdef size_t i = <size_t>_name_hash(s, n) & rows.mask
+    cdef Py_ssize_t r
+    while True:
+        r = rows.slots[i]
+        if r < 0:
+            return -1
+        if rows.length[r] == n and memcmp(rows.name[r], s, <size_t>n) == 0:
+            return r
+        i = (i + 1) & rows.mask
+
+
+cdef int _rows_build(_Rows* rows, const char* blob, Py_ssize_t size, Py_ssize_t count) noexcept nogil:
+    """Split *blob* (each name ended by a newline) into *count* names and
+    hash them; a later row of a name replaces an earlier one.  0, -1 when
+    the blob does not hold exactly *count* names, -2 when memory ran out."""
+    cdef Py_ssize_t r = 0, start = 0, i
+    cdef const char* end
+    cdef size_t cap = 16, slot
+    rows.name = <const char**>malloc((count + 1) * sizeof(char*))
+    rows.length = <Py_ssize_t*>malloc((count + 1) * sizeof(Py_ssize_t))
+    while cap < <size_t>(count * 2 + 2):
+        cap *= 2
+    rows.slots = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
+    rows.mask = cap - 1
+    rows.count = count
+    if rows.name == NULL or rows.length == NULL or rows.slots == NULL:
+        return -2
+    for slot in range(cap):
+        rows.slots[slot] = -1
+    while start < size:
+        end = <const char*>memchr(blob + start, 10, <size_t>(size - start))
+        if end == NULL or r >= count:
+            return -1
+        rows.name[r] = blob + start
+        rows.length[r] = (end - blob) - start
+        start = (end - blob) + 1
+        r += 1
+    if r != count:
+        return -1
+    for r in range(count):
+        slot = <size_t>_name_hash(rows.name[r], rows.length[r]) & rows.mask
+        while True:
+            i = rows.slots[slot]
+            if i < 0:
+                rows.slots[slot] = r
+                break
+            if rows.length[i] == rows.length[r] and memcmp(rows.name[i], rows.name[r], <size_t>rows.length[r]) == 0:
+                rows.slots[slot] = r  # the later row of this name counts
+                break
+            slot = (slot + 1) & rows.mask
+    return 0
+
+
+cdef void _rows_free(_Rows* rows) noexcept nogil:
+    free(rows.name)
+    free(rows.length)
+    free(rows.slots)
+
+
+def diff_entries(directory, names, stats, long long trusted_before):
+    cdef sd_dir listing
+    cdef const char* name = NULL
+    cdef Py_ssize_t n = 0, count, i, r, used = 0, capacity = 0, rows_count
+    cdef int kind = 0
+    cdef int rc
+    cdef list keys = []
+    cdef list changed = []
+    cdef list missing = []
+    cdef char* arena = NULL
+    cdef char* grown
+    cdef Py_ssize_t* offsets = NULL
+    cdef Py_ssize_t* grown_offsets
+    cdef Py_ssize_t offsets_capacity = 0
+    cdef const char** c_names = NULL
+    cdef sd_stat_item* out = NULL
+    cdef const unsigned char* record
+    cdef unsigned char* seen = NULL
+    cdef Py_ssize_t* row_of = NULL
+    cdef const unsigned char* item
+    cdef _Rows rows
+    cdef const char* blob
+    cdef Py_ssize_t blob_size
+    _twin._check_diff_args(names, stats)
+    path = _twin._scan_path(directory)
+    if not SD_HAVE_DIRENT or _force_scandir:
+        return _twin.diff_entries(path, names, stats, trusted_before)
+    blob = <bytes>names
+    blob_size = len(<bytes>names)
+    rows_count = len(<bytes>stats) // STAT_RECORD_BYTES
+    record = <const unsigned char*><const char*><bytes>stats
+    rows.name = NULL
+    rows.length = NULL
+    rows.slots = NULL
+    try:
+        rc = _rows_build(&rows, blob, blob_size, rows_count)
+        if rc == -2:
+            raise MemoryError()
+        if rc != 0:
+            _twin._diff_mismatch()
+        encoded = os.fsencode(path)
+        if sd_dir_open(&listing, encoded) != 0:
+            PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+        try:
+            # The candidates, as stat_entries finds them; their names go to
+            # one arena (no Python object per file).
+            while True:
+                rc = sd_dir_next(&listing, &name, &n, &kind)
+                if rc == 0:
+                    break
+                if rc < 0:
+                    PyErr_SetFromErrnoWithFilenameObject(OSError, path)
+                if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+                    key = None
+                    if not _is_canonical_hashed(name, n):
+                        continue
+                else:
+                    key = _decode_inline(name, n)
+                    if key is None:
+                        continue
+                if kind != SD_KIND_REGULAR and kind != SD_KIND_UNKNOWN:
+                    continue
+                if used + n + 1 > capacity:
+                    capacity = (capacity + n + 1) * 2
+                    grown = <char*>realloc(arena, <size_t>capacity)
+                    if grown == NULL:
+                        raise MemoryError()
+                    arena = grown
+                count = len(keys)
+                if count + 1 > offsets_capacity:
+                    offsets_capacity = offsets_capacity * 2 + 256
+                    grown_offsets = <Py_ssize_t*>realloc(offsets, offsets_capacity * sizeof(Py_ssize_t))
+                    if grown_offsets == NULL:
+                        raise MemoryError()
+                    offsets = grown_offsets
+                offsets[count] = used
+                memcpy(arena + used, name, <size_t>n)
+                arena[used + n] = 0
+                used += n + 1
+                keys.append(key)
+            count = len(keys)
+            c_names = <const char**>malloc((count + 1) * sizeof(char*))
+            out = <sd_stat_item*>malloc((count + 1) * sizeof(sd_stat_item))
+            seen = <unsigned char*>calloc(<size_t>(rows_count + 1), 1)
+            row_of = <Py_ssize_t*>malloc((count + 1) * sizeof(Py_ssize_t))
+            if c_names == NULL or out == NULL or seen == NULL or row_of == NULL:
+                raise MemoryError()
+            for i in range(count):
+                c_names[i] = arena + offsets[i]
+            rc = sd_dir_fd(&listing)
+            with nogil:
+                _stat_batch(rc, c_names, count, out)
+                # Compare without the GIL: unchanged files leave no trace.
+                for i in range(count):
+                    row_of[i] = -1
+                    if out[i].status != 0:
+                        continue  # gone or not a regular file: not seen (an error raises below)
+                    r = _rows_find(&rows, c_names[i], <Py_ssize_t>strlen(c_names[i]))
+                    row_of[i] = r
+                    if r < 0:
+                        continue
+                    seen[r] = 1
+                    item = record + r * STAT_RECORD_BYTES
+                    if (_le64(item) != 0 and _le64(item) == out[i].ino
+                            and <long long>_le64(item + 8) == out[i].mtime_ns
+                            and <long long>_le64(item + 16) == out[i].size
+                            and out[i].mtime_ns <= trusted_before):
+                        out[i].status = 3  # unchanged
+            for i in range(count):
+                if out[i].status == 0:
+                    changed.append((_ascii_str(c_names[i], <Py_ssize_t>strlen(c_names[i])), keys[i],
+                                    PyLong_FromUnsignedLongLong(out[i].ino), PyLong_FromLongLong(out[i].mtime_ns),
+                                    PyLong_FromLongLong(out[i].size), row_of[i]))
+                elif out[i].status < 0:
+                    errno = out[i].err
+                    PyErr_SetFromErrnoWithFilenameObject(
+                        OSError, _ascii_str(c_names[i], <Py_ssize_t>strlen(c_names[i])))
+            for r in range(rows_count):
+                if not seen[r] and _rows_find(&rows, rows.name[r], rows.length[r]) == r:
+                    missing.append(r)
+        finally:
+            sd_dir_close(&listing)
+    finally:
+        _rows_free(&rows)
+        free(arena)
+        free(offsets)
+        free(c_names)
+        free(out)
+        free(seen)
+        free(row_of)
+    return changed, missing
 
 
 # -- the updatedAt fast path --------------------------------------------------
@@ -833,6 +1085,34 @@ for _i in b',:[]{}"':
     _SPLIT_CLASS[_i] = 2
 
 
+cdef struct _Spans:
+    # The members a scan() window completed: 4 offsets each, malloc'd.
+    Py_ssize_t* data
+    Py_ssize_t count
+    Py_ssize_t capacity
+
+
+cdef inline bint _push_member(_Spans* spans, Py_ssize_t member_start, Py_ssize_t key_end,
+                              Py_ssize_t value_start, Py_ssize_t value_end) noexcept nogil:
+    """Append one member's (key_start, key_end, value_start, value_end);
+    False when memory ran out (*spans* is unchanged then)."""
+    cdef Py_ssize_t* grown
+    cdef Py_ssize_t capacity
+    if spans.count + 4 > spans.capacity:
+        capacity = spans.capacity * 2 + 64
+        grown = <Py_ssize_t*>realloc(spans.data, capacity * sizeof(Py_ssize_t))
+        if grown == NULL:
+            return False
+        spans.data = grown
+        spans.capacity = capacity
+    spans.data[spans.count] = member_start
+    spans.data[spans.count + 1] = key_end
+    spans.data[spans.count + 2] = value_start
+    spans.data[spans.count + 3] = value_end
+    spans.count += 4
+    return True
+
+
 cdef class ObjectSplitter:
     """Splits one top-level JSON object, fed in chunks, into its members.
 
@@ -889,9 +1169,8 @@ cdef class ObjectSplitter:
         cdef Py_ssize_t n = view.shape[0]
         cdef Py_ssize_t keep = self._member_start if self._member_start >= 0 else self._position
         cdef Py_ssize_t i
-        cdef Py_ssize_t* out = NULL
-        cdef Py_ssize_t* grown
-        cdef Py_ssize_t count = 0, capacity = 0, k
+        cdef _Spans spans
+        cdef Py_ssize_t k
         cdef int mode, err = E_NONE, err_byte = -1
         cdef Py_ssize_t depth, max_depth = self.max_depth, err_at = 0
         cdef Py_ssize_t member_start, key_end, value_start
@@ -904,6 +1183,9 @@ cdef class ObjectSplitter:
             raise self._error
         if self._done:
             raise ValueError("scan() after the final window")
+        spans.data = NULL
+        spans.count = 0
+        spans.capacity = 0
         if n:
             p = &view[0]
         i = self._position - offset
@@ -938,18 +1220,9 @@ cdef class ObjectSplitter:
                     if c == 0x22:
                         mode = S_IN_NESTED_STRING
                     else:  # the value's last bracket
-                        if count + 4 > capacity:
-                            capacity = capacity * 2 + 64
-                            grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
-                            if grown == NULL:
-                                err = E_NOMEM
-                                break
-                            out = grown
-                        out[count] = member_start
-                        out[count + 1] = key_end
-                        out[count + 2] = value_start
-                        out[count + 3] = offset + i
-                        count += 4
+                        if not _push_member(&spans, member_start, key_end, value_start, offset + i):
+                            err = E_NOMEM
+                            break
                         member_start = -1
                         mode = S_AFTER_VALUE
                 elif mode == S_IN_STRING or mode == S_IN_KEY or mode == S_IN_NESTED_STRING:
@@ -974,18 +1247,9 @@ cdef class ObjectSplitter:
                         key_end = offset + i
                         mode = S_COLON
                     else:
-                        if count + 4 > capacity:
-                            capacity = capacity * 2 + 64
-                            grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
-                            if grown == NULL:
-                                err = E_NOMEM
-                                break
-                            out = grown
-                        out[count] = member_start
-                        out[count + 1] = key_end
-                        out[count + 2] = value_start
-                        out[count + 3] = offset + i
-                        count += 4
+                        if not _push_member(&spans, member_start, key_end, value_start, offset + i):
+                            err = E_NOMEM
+                            break
                         member_start = -1
                         mode = S_AFTER_VALUE
                 elif mode == S_IN_SCALAR:
@@ -993,18 +1257,9 @@ cdef class ObjectSplitter:
                         i += 1
                     if i >= n and not final:
                         break
-                    if count + 4 > capacity:
-                        capacity = capacity * 2 + 64
-                        grown = <Py_ssize_t*>realloc(out, capacity * sizeof(Py_ssize_t))
-                        if grown == NULL:
-                            err = E_NOMEM
-                            break
-                        out = grown
-                    out[count] = member_start
-                    out[count + 1] = key_end
-                    out[count + 2] = value_start
-                    out[count + 3] = offset + i
-                    count += 4
+                    if not _push_member(&spans, member_start, key_end, value_start, offset + i):
+                        err = E_NOMEM
+                        break
                     member_start = -1
                     mode = S_AFTER_VALUE
                 else:
@@ -1071,9 +1326,10 @@ cdef class ObjectSplitter:
                 self._error = _twin._split_error(_ERROR_KINDS[err], offset + err_at,
                                                  err_byte, max_depth)
                 raise self._error
-            members = [(out[k], out[k + 1], out[k + 2], out[k + 3]) for k in range(0, count, 4)]
+            members = [(spans.data[k], spans.data[k + 1], spans.data[k + 2], spans.data[k + 3])
+                       for k in range(0, spans.count, 4)]
         finally:
-            free(out)
+            free(spans.data)
         if final:
             if mode == S_START:
                 self._error = _twin._split_error("empty", offset + n)
@@ -1087,6 +1343,7 @@ cdef class ObjectSplitter:
 
 for _public in ("validate_key", "encode_key", "decode_name", "classify_name",
                 "decode_names", "scan_entries", "scan_entries_with_skipped",
-                "read_updated_at", "copy_json", "same_json", "read_files", "prefetch_files", "stat_entries"):
+                "read_updated_at", "copy_json", "same_json", "read_files", "prefetch_files", "stat_entries",
+                "diff_entries"):
     globals()[_public].__doc__ = getattr(_twin, _public).__doc__
 del _public

@@ -83,7 +83,8 @@ class Directory:
         return self.store.summary()
 
     # Listings of a fresh store object (no sessionsd cache): the listing
-    # index is read from disk each time, as a process that just started does.
+    # index is read from disk each time, as a process that just started does
+    # (compare with SqliteFresh: a new connection per call).
     def keys(self):
         return SessionStore(self.path, cache=False).keys()
 
@@ -92,6 +93,18 @@ class Directory:
 
     def recent(self, limit=50, offset=0):
         return SessionStore(self.path, cache=False).recent(limit, offset)
+
+    # Listings of the store object this backend keeps open (its cached
+    # index is checked against the store's token on every call, as an open
+    # SQLite connection checks its page cache): compare with SqliteSessions.
+    def keys_cached(self):
+        return self.store.keys()
+
+    def count_cached(self):
+        return len(self.store)
+
+    def recent_cached(self, limit=50, offset=0):
+        return self.store.recent(limit, offset)
 
     def close(self):
         self.store.close()

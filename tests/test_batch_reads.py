@@ -217,7 +217,7 @@ def test_read_all_matches_file_by_file_reads(tmp_path, monkeypatch):
     (entries / encode_key("impostor")).write_bytes(b'{"sessionKey": "other", "entry": {}}')
     (entries / encode_key("empty")).write_bytes(b"")
     os.mkdir(entries / encode_key("a dir"))
-    directory = store._dir
+    directory = store._backend._dir
     batched = directory._read_all()
 
     def one_by_one(where, names):
@@ -239,7 +239,7 @@ def test_load_reports_permission_denied_and_raises_other_errors(tmp_path, monkey
 
     path = make_store(tmp_path, {"a": {"updatedAt": 1}, "b": {"updatedAt": 2}})
     store = SessionStore(path, durability="none")
-    directory = store._dir
+    directory = store._backend._dir
     real = _directory.read_files
 
     def failing(where, names, error):
@@ -287,3 +287,29 @@ def test_prefetch_checks_names_and_directory_at_once(both_codecs, tmp_path):
         expected = outcome(twin.prefetch_files, *args)
         assert expected[0] == "raise"
         assert outcome(compiled.prefetch_files, *args)[:2] == expected[:2]
+
+
+@posix_only
+def test_two_reader_threads_read_what_one_does(both_codecs, tmp_path):
+    """A batch large enough for the compiled backend to read it on two
+    threads (each half into its own buffer) gives what one thread and the
+    twin give -- with errors and non-files on both sides of the split."""
+    twin, compiled = both_codecs
+    names = []
+    for i in range(300):
+        name = f"f{i:03d}"
+        if i % 50 == 7:
+            os.mkdir(tmp_path / name)
+        elif i % 50 == 11:
+            os.symlink(tmp_path / "f000", tmp_path / name)
+        elif i % 50 != 13:  # 13: missing
+            (tmp_path / name).write_bytes(os.urandom(i * 997 % 150_000))
+        names.append(name)
+    expected = twin.read_files(str(tmp_path), names)
+    for parallel in (True, False):
+        compiled._set_scan_mode(parallel_io=parallel)
+        try:
+            assert compiled.read_files(str(tmp_path), names) == expected
+            assert compiled.prefetch_files(str(tmp_path), names).result() == expected
+        finally:
+            compiled._set_scan_mode()

@@ -35,7 +35,7 @@ else:
                 "SESSIONSD_REQUIRE_EXTENSIONS is set but the compiled codec "
                 f"sessionsd._codec_c did not import: {exc}"
             ) from exc
-        from . import _codec_py as _impl  # type: ignore[no-redef]
+        from . import _codec_py as _impl
 
         BACKEND = "python"
         _log.debug("compiled codec unavailable (%s): using the pure-Python codec", exc)
@@ -56,6 +56,8 @@ decode_names = _impl.decode_names
 scan_entries = _impl.scan_entries
 scan_entries_with_skipped = _impl.scan_entries_with_skipped
 stat_entries = _impl.stat_entries
+diff_entries = _impl.diff_entries
+STAT_RECORD = _impl.STAT_RECORD
 read_files = _impl.read_files
 prefetch_files = _impl.prefetch_files
 read_updated_at = _impl.read_updated_at

@@ -25,6 +25,9 @@ from sessionsd._codec_py import (
     SPLIT_MAX_DEPTH as SPLIT_MAX_DEPTH,
 )
 from sessionsd._codec_py import (
+    STAT_RECORD as STAT_RECORD,
+)
+from sessionsd._codec_py import (
     ObjectSplitter as ObjectSplitter,
 )
 from sessionsd._codec_py import (
@@ -41,6 +44,9 @@ from sessionsd._codec_py import (
 )
 from sessionsd._codec_py import (
     decode_names as decode_names,
+)
+from sessionsd._codec_py import (
+    diff_entries as diff_entries,
 )
 from sessionsd._codec_py import (
     encode_key as encode_key,
@@ -70,7 +76,7 @@ from sessionsd._codec_py import (
     validate_key as validate_key,
 )
 
-def _set_scan_mode(force_lstat: bool = ..., force_scandir: bool = ...) -> None: ...
+def _set_scan_mode(force_lstat: bool = ..., force_scandir: bool = ..., parallel_io: bool = ...) -> None: ...
 def _scan_with_scandir(
     path: str, skipped: list[tuple[str, str]] | None = ...
 ) -> list[tuple[str, str | None]]: ...

@@ -26,8 +26,9 @@ import hashlib
 import os
 import re
 import stat as _stat
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, cast
 
 from ._fsutil import _HAVE_DIR_FD, read_regular, read_regular_at
 from .errors import InvalidKeyError, InvalidKeyTypeError
@@ -47,6 +48,8 @@ __all__ = [
     "scan_entries",
     "scan_entries_with_skipped",
     "stat_entries",
+    "diff_entries",
+    "STAT_RECORD",
     "read_files",
     "prefetch_files",
     "HEADER_BYTES",
@@ -411,7 +414,7 @@ def stat_entries(
     return _stat_found(path, found)
 
 
-def _stat_found(path: str, found: list) -> list[tuple[str, str | None, int, int, int]]:
+def _stat_found(path: str, found: list[tuple[str, str | None]]) -> list[tuple[str, str | None, int, int, int]]:
     dir_fd = os.open(path, _DIR_FLAGS) if _HAVE_DIR_FD else None
     results = []
     lstat = os.lstat
@@ -429,6 +432,79 @@ def _stat_found(path: str, found: list) -> list[tuple[str, str | None, int, int,
             os.close(dir_fd)
     return results
 
+
+
+# -- comparing entries/ with the stat rows of an index ---------------------------------
+
+_STAT_RECORD = struct.Struct("<Qqq")
+#: Bytes per row of :func:`diff_entries`' *stats*: ``st_ino`` (unsigned),
+#: ``st_mtime_ns``, ``st_size``, little-endian.
+STAT_RECORD = _STAT_RECORD.size
+
+
+def _check_diff_args(names: object, stats: object) -> None:
+    """The argument errors every backend raises, before anything is listed."""
+    for what, value in (("names", names), ("stats", stats)):
+        if type(value) is not bytes:
+            raise TypeError(f"diff_entries() {what} must be bytes, not {type(value).__name__}")
+    if len(stats) % STAT_RECORD:  # type: ignore[arg-type]
+        raise ValueError(f"diff_entries() stats must be a whole number of {STAT_RECORD}-byte rows")
+
+
+def _diff_mismatch() -> None:
+    raise ValueError("diff_entries() names must hold one newline-ended name per stats row")
+
+
+def _diff_rows(names: bytes, stats: bytes) -> tuple[list[str], list[tuple[int, int, int]]]:
+    records = list(_STAT_RECORD.iter_unpack(stats))
+    if names and not names.endswith(b"\n"):
+        _diff_mismatch()
+    # Entry names are ASCII; other bytes (a damaged section) can match no
+    # candidate, and stay distinct from each other.
+    listed = names.decode("ascii", "surrogateescape").split("\n")[:-1] if names else []
+    if len(listed) != len(records):
+        _diff_mismatch()
+    return listed, records
+
+
+def diff_entries(
+    directory: str | os.PathLike[str], names: bytes, stats: bytes, trusted_before: int,
+) -> tuple[list[tuple[str, str | None, int, int, int, int]], list[int]]:
+    """Compare ``entries/`` with the stat rows of an index: what changed,
+    without a Python object per unchanged file.
+
+    Row *i* is the *i*-th newline-ended name of *names* with the *i*-th
+    :data:`STAT_RECORD`-byte record of *stats* (``st_ino``, ``st_mtime_ns``,
+    ``st_size``; ino 0: unknown).  For each name only its last row counts.
+    The directory is listed and lstat'ed as by :func:`stat_entries`; a
+    candidate is unchanged when the row of its name has its very (ino,
+    mtime_ns, size), ino not 0, and its mtime is at most *trusted_before*
+    (younger files may still change within their timestamp's tick).
+
+    Returns ``(changed, missing)``: *changed* holds ``(name, key, st_ino,
+    st_mtime_ns, st_size, row)`` for every other candidate, in directory
+    order, ``row`` being the row of its name or -1; *missing* the rows that
+    count whose name is not a candidate any more, ascending.  ``TypeError``
+    unless *names* and *stats* are ``bytes``, ``ValueError`` when they do
+    not hold the same number of rows; listing errors as
+    :func:`stat_entries`.  The compiled backend lstats and compares without
+    the GIL (the lstats on two threads for large directories)."""
+    _check_diff_args(names, stats)
+    path = _scan_path(directory)
+    listed, records = _diff_rows(names, stats)
+    last = {name: row for row, name in enumerate(listed)}
+    seen: set[int] = set()
+    changed: list[tuple[str, str | None, int, int, int, int]] = []
+    for name, key, ino, mtime, size in _stat_found(path, _scan(path, None)):
+        row = last.get(name, -1)
+        if row >= 0:
+            seen.add(row)
+            was_ino, was_mtime, was_size = records[row]
+            if was_ino and (was_ino, was_mtime, was_size) == (ino, mtime, size) and mtime <= trusted_before:
+                continue
+        changed.append((name, key, ino, mtime, size, row))
+    missing = sorted(row for row in last.values() if row not in seen)
+    return changed, missing
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -578,6 +654,13 @@ _SCALAR_REST = re.compile(rb'[^ \t\n\r,:\[\]{}"]*+')
 # A whole member from its key to its value's first byte, in one match (the
 # fast path; anything else goes through the state machine byte by byte).
 _MEMBER_HEAD = re.compile(rb'[ \t\n\r]*+("[^"\\]*+(?:\\.[^"\\]*+)*+")[ \t\n\r]*+:[ \t\n\r]*+', re.S)
+# The patterns above but _MEMBER_HEAD match the empty string, so their
+# match() never returns None: typed as such (bound methods, no wrapper).
+_MatchAt = Callable[[Any, int], "re.Match[bytes]"]
+_skip_ws = cast(_MatchAt, _SKIP_WS.match)
+_string_rest = cast(_MatchAt, _STRING_REST.match)
+_container_rest = cast(_MatchAt, _CONTAINER_REST.match)
+_scalar_rest = cast(_MatchAt, _SCALAR_REST.match)
 
 
 class SplitError(ValueError):
@@ -594,7 +677,7 @@ class SplitError(ValueError):
         self.kind = kind
         self.offset = offset
 
-    def __reduce__(self):  # picklable, like the ValueError it is
+    def __reduce__(self) -> tuple[type[SplitError], tuple[str, str, int]]:  # picklable, like the ValueError it is
         return (type(self), (str(self), self.kind, self.offset))
 
 
@@ -686,7 +769,7 @@ class ObjectSplitter:
         try:
             while True:
                 if mode == _S_AFTER_VALUE:
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -706,7 +789,7 @@ class ObjectSplitter:
                     else:
                         raise _split_error("comma", offset + i, c)
                 elif mode == _S_IN_CONTAINER:
-                    i = _CONTAINER_REST.match(data, i).end()
+                    i = _container_rest(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -726,7 +809,7 @@ class ObjectSplitter:
                             member_start = -1
                             mode = _S_AFTER_VALUE
                 elif mode == _S_VALUE:
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -744,7 +827,7 @@ class ObjectSplitter:
                     else:
                         mode = _S_IN_SCALAR
                 elif mode in (_S_IN_STRING, _S_IN_KEY, _S_IN_NESTED_STRING):
-                    i = _STRING_REST.match(data, i).end()
+                    i = _string_rest(data, i).end()
                     if i >= n or data[i] != 0x22:  # the end, or a backslash at the end
                         break
                     i += 1
@@ -758,14 +841,14 @@ class ObjectSplitter:
                         member_start = -1
                         mode = _S_AFTER_VALUE
                 elif mode == _S_IN_SCALAR:
-                    i = _SCALAR_REST.match(data, i).end()
+                    i = _scalar_rest(data, i).end()
                     if i >= n and not final:
                         break
                     members.append((member_start, key_end, value_start, offset + i))
                     member_start = -1
                     mode = _S_AFTER_VALUE
                 elif mode == _S_COLON:
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -774,7 +857,7 @@ class ObjectSplitter:
                     i += 1
                     mode = _S_VALUE
                 elif mode in (_S_KEY, _S_FIRST_KEY):
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -788,7 +871,7 @@ class ObjectSplitter:
                     else:
                         raise _split_error("key" if mode == _S_KEY else "key_or_end", offset + i, c)
                 elif mode == _S_START:
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     c = data[i]
@@ -797,7 +880,7 @@ class ObjectSplitter:
                     i += 1
                     mode = _S_FIRST_KEY
                 else:  # _S_END
-                    i = _SKIP_WS.match(data, i).end()
+                    i = _skip_ws(data, i).end()
                     if i >= n:
                         break
                     raise _split_error("trailing", offset + i, data[i])

@@ -4,23 +4,32 @@ Two files inside ``sessions.d/`` (this library's own, like ``seq`` and
 ``stats``; the reference ignores them):
 
 * ``index`` -- the **base**: every session's listing row as of one store
-  state.  A magic line, a one-line JSON header (generation, the token of the
-  state it describes, the row count, where each section is), then sections,
-  each one JSON document:
+  state.  A magic line (``sessionsd-index 2``), a one-line JSON header
+  (generation, the token of the state it describes, the row count, where
+  each section is), then sections:
 
-  - ``head``: the first ``HEAD_ROWS`` rows, compact, right after the header,
-    so the read that gets the header usually gets the newest sessions too;
-  - ``rows`` (written with two-space indentation, so that each row starts
-    with ``"\\n  ["``): ``[key, updatedAt, lastChannel, lastTo, bytes]`` per session,
-    most recently updated first (ties: key ascending) -- a prefix of it is
-    the most recent N, read without parsing the rest;
+  - ``head``: the first ``HEAD_ROWS`` rows, compact JSON, right after the
+    header, so the read that gets the header usually gets the newest
+    sessions too;
+  - ``rows`` (JSON written with two-space indentation, so that each row
+    starts with ``"\\n  ["``): ``[key, updatedAt, lastChannel, lastTo,
+    bytes]`` per session, most recently updated first (ties: key
+    ascending) -- a prefix of it is the most recent N, read without parsing
+    the rest;
   - ``keys``: the keys alone, same order (``keys()`` parses only this);
   - ``updated``, ``channel``, ``to``: the summary fields as columns, same
     order (``summary()`` parses these and ``keys``: no per-row objects);
-  - ``stat``: ``[file name, inode, mtime_ns]`` per row, for repair (inode 0:
-    unknown, re-read on the next repair);
-  - ``skipped``: entry-named files that are not loadable entries (corrupt,
-    impostors), with their stat, so a repair does not re-read them.
+  - ``names``: each row's entry file name followed by a newline (ASCII);
+  - ``stat``: binary, :data:`~sessionsd._codec.STAT_RECORD` (24) bytes per
+    row, little-endian: ``st_ino`` (unsigned; 0: unknown, re-read on the
+    next repair), ``st_mtime_ns``, ``st_size`` -- what a repair compares
+    the directory with, in C, without a Python object per row;
+  - ``skipped`` (JSON): entry-named files that are not loadable entries
+    (corrupt, impostors), ``[name, reason, ino, mtime_ns, size]``, so a
+    repair does not re-read them.
+
+  An index of another format (version 1 had a JSON ``stat`` section and no
+  ``names``) has another magic line: it is never read, only rebuilt.
 
 * ``index.log`` -- the **journal**: a header line naming the base generation
   (and the base's size, for the compaction rule), then one compact JSON line
@@ -30,7 +39,9 @@ Two files inside ``sessions.d/`` (this library's own, like ``seq`` and
        next entries mtime, [[key, updatedAt, lastChannel, lastTo, bytes] | [key], ...]]
 
   One commit is one line, whatever it touched, so a listing never shows half
-  of a multi-entry commit.
+  of a multi-entry commit.  A repair's record carries each re-read file's
+  stat too (``[key, updatedAt, lastChannel, lastTo, bytes, name, ino,
+  mtime_ns]``).
 
 **Validity.**  The index describes exactly the store state named by its token
 ``(state identity, state.json version, seq, mtime_ns of entries/)``: the
@@ -43,27 +54,31 @@ torn journal line (power loss) does not parse and ends the journal; a hand
 edit that creates, renames or deletes a file changes the directory's mtime.
 Each of these makes the token differ, and the reader then **repairs**: it
 lists ``entries/``, lstats every file, and re-reads only files whose (inode,
-mtime_ns, size) differ from the index or are unknown.  Not detected without a
-version bump: a file rewritten *in place* (same inode, the directory
-untouched) -- until the next token change, when its new mtime or size is.
+mtime_ns, size) differ from the index or are unknown
+(:func:`~sessionsd._codec.diff_entries`).  Not detected without a version
+bump: a file rewritten *in place* (same inode, the directory untouched) --
+until the next token change, when its new mtime or size is.
 
 The index never changes what ``load()`` returns: ``load()`` reads every file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import stat as _stat
+import struct
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
 
 from . import _faults, _fsutil, _json
-from ._codec import copy_json, encode_key, stat_entries
+from ._codec import STAT_RECORD, copy_json, diff_entries, encode_key
 from ._documents import decode_document
 from ._fsutil import NOT_A_FILE_ERRNOS, READ_FLAGS, fsync_dir, read_regular, replace, temp_name, write_new
+from ._types import Durability
 
 try:  # pragma: no cover - which branch runs depends on the interpreter
     import orjson
@@ -71,16 +86,25 @@ except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
 __all__ = ["INDEX_NAME", "LOG_NAME", "Index", "load", "repair", "write", "entry_row", "record_line",
-           "age", "order_key", "Gone"]
+           "age", "order_key", "Gone", "Row", "Token"]
+
+#: A listing row: ``[key, updatedAt, lastChannel, lastTo, bytes]``, in the
+#: journal also ``+ [file name, ino, mtime_ns]`` when its file's stat is known.
+Row: TypeAlias = list[Any]
+#: ``(identity..., state.json version, seq, mtime_ns of entries/)``.
+Token: TypeAlias = tuple[int, ...]
+#: One stat row of the ``stat`` section: ``(st_ino, st_mtime_ns, st_size)``.
+StatRow: TypeAlias = tuple[int, int, int]
 
 INDEX_NAME = "index"
 LOG_NAME = "index.log"
-MAGIC = b"sessionsd-index 1\n"
+MAGIC = b"sessionsd-index 2\n"
 LOG_MAGIC = b"sessionsd-index-log 1 "
 _ROW_START = b"\n  ["
 #: Rows in the head section: a page of ``recent()`` parses only these.
 HEAD_ROWS = 64
 _FIRST_READ = 16384
+_JOURNAL_READ = 65536
 #: A file modified less than this long before it was stat'ed may be modified
 #: again within the same timestamp tick (the "racy" case of git's index): its
 #: stat is not trusted, so the next repair re-reads it.  Covers coarse
@@ -92,7 +116,12 @@ RACY_NS = 3_000_000_000
 READER_FLOOR = 256 * 1024
 WRITER_FLOOR = 4 * 1024 * 1024
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_SECTIONS = frozenset({"head", "rows", "keys", "updated", "channel", "to", "stat", "skipped"})
+_JSON_SECTIONS = ("head", "rows", "keys", "updated", "channel", "to", "skipped")
+_SECTIONS = frozenset(_JSON_SECTIONS + ("names", "stat"))
+_STAT = struct.Struct("<Qqq")
+assert _STAT.size == STAT_RECORD
+_MAX_INO = (1 << 64) - 1
+_MIN_I64, _MAX_I64 = -(1 << 63), (1 << 63) - 1
 
 if orjson is not None:
     _INDENT = orjson.OPT_INDENT_2
@@ -103,7 +132,7 @@ if orjson is not None:
     def _dump_line(value: Any) -> bytes:
         return orjson.dumps(value)
 
-    _loads = orjson.loads
+    _loads: Callable[[bytes], Any] = orjson.loads
 else:  # pragma: no cover - exercised on interpreters without orjson
     def _dump_section(value: Any) -> bytes:
         return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False).encode("ascii")
@@ -130,7 +159,7 @@ def age(updated: Any) -> float:
     return float("-inf")
 
 
-def order_key(row: list) -> tuple:
+def order_key(row: Row) -> tuple[float, str]:
     """Listing order: most recently updated first, ties by key ascending."""
     return (-age(row[1]), row[0])
 
@@ -144,30 +173,54 @@ def _plain(value: Any) -> Any:
     return _json.loads(_json.dumps(value))
 
 
-def entry_row(key: str, entry: dict, size: int) -> list:
+def entry_row(key: str, entry: dict[str, Any], size: int) -> Row:
     """The listing row of *entry* as stored under *key* in *size* bytes."""
     get = dict.get
     return [key, _plain(get(entry, "updatedAt")), _plain(get(entry, "lastChannel")),
             _plain(get(entry, "lastTo")), size]
 
 
-def record_line(prev: tuple, nxt: tuple, ops: list) -> bytes:
+def record_line(prev: tuple[int, int, int], nxt: tuple[int, int, int], ops: list[Row]) -> bytes:
     """One journal line (see the module docstring).  Raises TypeError or
     ValueError for values the index cannot hold (the commit then leaves the
     index stale, and readers repair it)."""
     return _dump_line([prev[0], prev[1], prev[2], nxt[0], nxt[1], nxt[2], ops]) + b"\n"
 
 
-def _holds_containers(rows: list) -> bool:
+def _holds_containers(rows: list[Row]) -> bool:
     """Do any summary values of *rows* need copying (a dict or list)?"""
     kinds = {dict, list}
     return any(type(row[1]) in kinds or type(row[2]) in kinds or type(row[3]) in kinds for row in rows)
 
 
-def _summary(row: list, copy: bool) -> dict:
+def _summary(row: Row, copy: bool) -> dict[str, Any]:
     if copy:
         return {"lastChannel": copy_json(row[2]), "lastTo": copy_json(row[3]), "updatedAt": copy_json(row[1])}
     return {"lastChannel": row[2], "lastTo": row[3], "updatedAt": row[1]}
+
+
+def _stat_blob(records: Iterable[StatRow]) -> bytes:
+    pack = _STAT.pack
+    return b"".join([pack(*record) for record in records])
+
+
+def _names_blob(names: Iterable[str]) -> bytes:
+    return "".join([name + "\n" for name in names]).encode("ascii")
+
+
+def _valid_op(op: Any) -> bool:
+    """A journal op as :meth:`Index.apply` takes it (anything else ends the
+    journal: the index is then repaired, never misread)."""
+    if type(op) is not list or not op or type(op[0]) is not str:
+        return False
+    if len(op) == 1:
+        return True
+    if len(op) == 5:
+        return type(op[4]) is int
+    return (len(op) == 8 and type(op[4]) is int and _MIN_I64 <= op[4] <= _MAX_I64
+            and type(op[5]) is str and op[5].isascii() and "\n" not in op[5]
+            and type(op[6]) is int and 0 <= op[6] <= _MAX_INO
+            and type(op[7]) is int and _MIN_I64 <= op[7] <= _MAX_I64)
 
 
 # -- the in-memory index ----------------------------------------------------------------
@@ -177,39 +230,40 @@ class Index:
     lazily from the base file or held in memory) plus an overlay of the
     journal's changes (key -> row, or None for a deleted session)."""
 
-    def __init__(self, token: tuple, *, rows: list | None = None, keys: list | None = None,
-                 stat: list | None = None, skipped: list | None = None,
-                 path: str | None = None, file_id: tuple | None = None,
-                 sections: dict | None = None, count: int | None = None,
+    def __init__(self, token: Token, *, rows: list[Row] | None = None, names: bytes | None = None,
+                 stat: bytes | None = None, skipped: list[list[Any]] | None = None,
+                 path: str | None = None, file_id: tuple[int, int] | None = None,
+                 sections: dict[str, tuple[int, int]] | None = None, count: int | None = None,
                  base_size: int = 0) -> None:
         self.token = token
         self.chained = True          # every journal record applied in order
         self.path = path
         self.file_id = file_id
-        self.sections = sections or {}
+        self.sections: dict[str, tuple[int, int]] = sections or {}
         self.base_size = base_size
         self.log_size = 0
         self._rows = rows
-        self._head: list | None = rows[:HEAD_ROWS] if rows is not None else None
+        self._head: list[Row] | None = rows[:HEAD_ROWS] if rows is not None else None
         self._head_bytes: bytes | None = None
-        self._keys = keys
-        self._updated: list | None = None
-        self._channel: list | None = None
-        self._to: list | None = None
+        self._keys: list[str] | None = [row[0] for row in rows] if rows is not None else None
+        self._updated: list[Any] | None = None
+        self._channel: list[Any] | None = None
+        self._to: list[Any] | None = None
+        self._names = names
         self._stat = stat
         self._skipped = skipped
         self._count = len(rows) if rows is not None else count
-        self._keyset: set | None = None
-        self.overlay: dict[str, list | None] = {}
+        self._keyset: set[str] | None = None
+        self.overlay: dict[str, Row | None] = {}
         #: True once the index is kept in a shared cache: values handed out are copied.
         self.shared = False
         #: (prev, next, ops, journal size it follows) of a repair not yet stored.
-        self.pending: tuple | None = None
+        self.pending: tuple[tuple[int, ...], tuple[int, ...], list[Row], int] | None = None
 
     # -- base sections --------------------------------------------------------------
 
-    def _section(self, name: str) -> list:
-        cached = getattr(self, "_" + name)
+    def _section(self, name: str) -> list[Any]:
+        cached: list[Any] | None = getattr(self, "_" + name)
         if cached is not None:
             return cached
         if self.path is None:
@@ -220,7 +274,19 @@ class Index:
         setattr(self, "_" + name, value)
         return value
 
+    def _blob(self, name: str) -> bytes:
+        """A binary section (``names``, ``stat``)."""
+        cached: bytes | None = getattr(self, "_" + name)
+        if cached is not None:
+            return cached
+        if self.path is None:
+            return b""
+        value = self._read(*self.sections[name])
+        setattr(self, "_" + name, value)
+        return value
+
     def _read(self, offset: int, length: int) -> bytes:
+        assert self.path is not None
         try:
             fd = os.open(self.path, READ_FLAGS)
         except FileNotFoundError:
@@ -236,16 +302,17 @@ class Index:
             raise ValueError("index file is shorter than its header says")
         return data
 
-    def _rows_prefix(self, count: int) -> list:
+    def _rows_prefix(self, count: int) -> list[Row]:
         """The first *count* base rows, parsing no more than needed."""
         if self._rows is not None or self.path is None:
             return self._section("rows")[:count]
         if count <= HEAD_ROWS or (self._count is not None and self._count <= HEAD_ROWS):
             if self._head is None:
                 data = self._head_bytes
-                self._head = _loads(data if data is not None else self._read(*self.sections["head"]))
-                if type(self._head) is not list:
+                head = _loads(data if data is not None else self._read(*self.sections["head"]))
+                if type(head) is not list:
                     raise ValueError("index head is not a list")
+                self._head = head
             return self._head[:count]
         offset, length = self.sections["rows"]
         want = min(length, max(8192, count * 200))
@@ -267,9 +334,14 @@ class Index:
             raise ValueError("index rows are not a list")
         return value[:count]
 
+    def _base_count(self) -> int:
+        if self._count is None:
+            self._count = len(self._section("keys"))
+        return self._count
+
     # -- journal ------------------------------------------------------------------------
 
-    def apply(self, ops: list) -> None:
+    def apply(self, ops: list[Row]) -> None:
         """Apply journal ops: ``[key]`` deletes, ``[key, updatedAt,
         lastChannel, lastTo, bytes]`` writes (a commit's), and the same plus
         ``file name, inode, mtime_ns`` (a repair's, whose stat is known)."""
@@ -278,13 +350,14 @@ class Index:
             overlay[op[0]] = op if len(op) > 1 else None
         self._keyset = None
 
-    def extended(self, token: tuple, ops: list) -> Index:
+    def extended(self, token: Token, ops: list[Row]) -> Index:
         """A copy of this file-backed index with *ops* on top, for *token*;
         ``pending`` holds the journal record that makes the stored index
         say the same (see :func:`append_pending`)."""
         result = Index(token, path=self.path, file_id=self.file_id, sections=self.sections, count=self._count,
                        base_size=self.base_size)
-        for name in ("_head", "_head_bytes", "_keys", "_updated", "_channel", "_to", "_stat", "_skipped"):
+        for name in ("_head", "_head_bytes", "_keys", "_updated", "_channel", "_to", "_names", "_stat",
+                     "_skipped"):
             setattr(result, name, getattr(self, name))
         result._rows = self._rows
         result.overlay = dict(self.overlay)
@@ -295,7 +368,7 @@ class Index:
 
     # -- answers ------------------------------------------------------------------------
 
-    def _base_keyset(self) -> set:
+    def _base_keyset(self) -> set[str]:
         if self._keyset is None:
             self._keyset = set(self._section("keys"))
         return self._keyset
@@ -303,9 +376,7 @@ class Index:
     def __len__(self) -> int:
         overlay = self.overlay
         if not overlay:
-            if self._count is None:
-                self._count = len(self._section("keys"))
-            return self._count
+            return self._base_count()
         base = self._base_keyset()
         count = len(base) if self._count is None else self._count
         for key, row in overlay.items():
@@ -314,22 +385,22 @@ class Index:
 
     def keys(self) -> list[str]:
         overlay = self.overlay
-        keys = self._section("keys")
+        keys: list[str] = self._section("keys")
         if not overlay:
             return list(keys)
         result = [key for key in keys if key not in overlay]
         result += [key for key, row in overlay.items() if row is not None]
         return result
 
-    def rows(self) -> list[list]:
+    def rows(self) -> list[Row]:
         """Every row: base rows not overridden, then the overlay's."""
-        rows = self._section("rows")
+        rows: list[Row] = self._section("rows")
         overlay = self.overlay
         if not overlay:
             return rows
         return [row for row in rows if row[0] not in overlay] + [row for row in overlay.values() if row is not None]
 
-    def summary(self) -> dict[str, dict]:
+    def summary(self) -> dict[str, dict[str, Any]]:
         if self._rows is not None or self.path is None:
             rows = self.rows()
             if self.shared and _holds_containers(rows):
@@ -339,18 +410,17 @@ class Index:
         columns = (self._section("updated"), self._section("channel"), self._section("to"))
         kinds = {dict, list}
         if self.shared and any(type(value) in kinds for values in columns for value in values):
-            rows = self.rows()
-            return {row[0]: _summary(row, True) for row in rows}
+            return {row[0]: _summary(row, True) for row in self.rows()}
         result = {key: {"lastChannel": channel, "lastTo": to, "updatedAt": updated}
                   for key, updated, channel, to in zip(self._section("keys"), *columns, strict=True)}
-        for key, row in self.overlay.items():
-            if row is None:
+        for key, overlay_row in self.overlay.items():
+            if overlay_row is None:
                 result.pop(key, None)
             else:
-                result[key] = _summary(row, self.shared)
+                result[key] = _summary(overlay_row, self.shared)
         return result
 
-    def recent(self, limit: int, offset: int) -> list[tuple[str, dict]]:
+    def recent(self, limit: int, offset: int) -> list[tuple[str, dict[str, Any]]]:
         need = offset + limit
         overlay = self.overlay
         if need <= 0:
@@ -366,39 +436,86 @@ class Index:
             merged = prefix
         return [(row[0], _summary(row, self.shared)) for row in merged[offset:need]]
 
-    def items_with_names(self) -> list[tuple[list, str]]:
+    def _base_names(self) -> list[str]:
+        names = self._blob("names")
+        listed = names.decode("ascii").split("\n")[:-1] if names else []
+        if len(listed) != self._base_count():
+            raise ValueError("index names do not match its rows")
+        return listed
+
+    def items_with_names(self) -> list[tuple[Row, str]]:
         """(row, file name) of every session (maintenance)."""
-        rows = self._section("rows")
-        stat = self._section("stat")
+        rows: list[Row] = self._section("rows")
         overlay = self.overlay
-        result = [(row, info[0]) for row, info in zip(rows, stat, strict=True) if not overlay or row[0] not in overlay]
+        result = [(row, name) for row, name in zip(rows, self._base_names(), strict=True)
+                  if not overlay or row[0] not in overlay]
         result += [(row, row[5] if len(row) > 5 else encode_key(row[0])) for row in overlay.values() if row is not None]
         return result
 
-    def known_files(self) -> tuple[dict, dict, dict]:
-        """``{name: (row, ino, mtime_ns)}`` of every session (ino 0 when its
-        file's stat is not known), and ``{name: (reason, ino, mtime_ns,
-        size)}`` of skipped files: what a repair compares the directory with."""
-        rows = self._section("rows")
-        stat = self._section("stat")
+    def stat_rows(self) -> tuple[bytes, bytes, int, list[str], list[Row | None]]:
+        """What a repair compares ``entries/`` with (see
+        :func:`~sessionsd._codec.diff_entries`): ``(names, stats, base count,
+        overlay keys, overlay rows)``.  Rows ``0 .. base count - 1`` are the
+        base's, the rest the overlay's in order (a session the overlay
+        deleted, or whose file's stat it does not know: ino 0), each
+        overriding the base row of its file name."""
+        names = self._blob("names")
+        stat = self._blob("stat")
+        count = self._base_count()
+        if len(stat) != count * STAT_RECORD or names.count(b"\n") != count or (names and names[-1:] != b"\n"):
+            raise ValueError("index names and stat do not match its rows")
+        if not self.overlay:
+            return names, stat, count, [], []
+        keys = list(self.overlay)
+        rows = list(self.overlay.values())
+        extra_names = []
+        extra_stat = []
+        for key, row in zip(keys, rows, strict=True):
+            if row is not None and len(row) > 5:
+                extra_names.append(row[5])
+                extra_stat.append((row[6], row[7], row[4]))
+            else:
+                extra_names.append(encode_key(key))
+                extra_stat.append((0, 0, row[4] if row is not None else -1))
+        return names + _names_blob(extra_names), stat + _stat_blob(extra_stat), count, keys, rows
+
+    def skipped_files(self) -> dict[str, tuple[str, int, int, int]]:
+        """``{name: (reason, ino, mtime_ns, size)}`` of the skipped files
+        whose stat is known."""
+        return {item[0]: (item[1], item[2], item[3], item[4]) for item in self._section("skipped") if item[2]}
+
+    def merged(self) -> tuple[list[Row], bytes, bytes, list[list[Any]]]:
+        """The base this index amounts to: sorted rows, their names and
+        stat sections, the skipped files (:func:`write` stores them)."""
         overlay = self.overlay
-        if overlay:
-            known = {info[0]: (row, info[1], info[2])
-                     for row, info in zip(rows, stat, strict=True) if row[0] not in overlay}
-            for row in overlay.values():
-                if row is not None:
-                    if len(row) > 5:
-                        known[row[5]] = (row, row[6], row[7])
-                    else:
-                        known[encode_key(row[0])] = (row, 0, 0)
-        else:
-            known = {info[0]: (row, info[1], info[2]) for row, info in zip(rows, stat, strict=True)}
-        skipped = {item[0]: (item[1], item[2], item[3], item[4]) for item in self._section("skipped") if item[2]}
-        return known, skipped
+        if not overlay:
+            names, stat = self._blob("names"), self._blob("stat")
+            rows: list[Row] = self._section("rows")
+            if len(stat) != len(rows) * STAT_RECORD or names.count(b"\n") != len(rows):
+                raise ValueError("index names and stat do not match its rows")
+            return rows, names, stat, self._section("skipped")
+        base_stat = self._blob("stat")
+        pairs: list[tuple[Row, str, StatRow]] = [
+            (row, name, _STAT.unpack_from(base_stat, i * STAT_RECORD))
+            for i, (row, name) in enumerate(zip(self._section("rows"), self._base_names(), strict=True))
+            if row[0] not in overlay]
+        for key, overlay_row in overlay.items():
+            if overlay_row is None:
+                continue
+            if len(overlay_row) > 5:
+                pairs.append((overlay_row[:5], overlay_row[5], (overlay_row[6], overlay_row[7], overlay_row[4])))
+            else:
+                pairs.append((overlay_row[:5], encode_key(key), (0, 0, overlay_row[4])))
+        pairs.sort(key=lambda pair: order_key(pair[0]))
+        overridden = {encode_key(key) for key in overlay}
+        skipped = [item for item in self._section("skipped") if item[0] not in overridden]
+        return ([pair[0] for pair in pairs], _names_blob(pair[1] for pair in pairs),
+                _stat_blob(pair[2] for pair in pairs), skipped)
 
 
 # -- reading the files ------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=64)
 def _paths(root: str) -> tuple[str, str]:
     return os.path.join(root, INDEX_NAME), os.path.join(root, LOG_NAME)
 
@@ -409,9 +526,9 @@ def _int(value: Any) -> bool:
 
 def load(root: str) -> Index | None:
     """The index stored in *root* (``sessions.d``): the base and every
-    journal record that chains onto it.  ``None`` when there is none or it
-    is unreadable.  The caller compares ``token`` (and ``chained``) with the
-    store's current token."""
+    journal record that chains onto it.  ``None`` when there is none, it is
+    unreadable, or of another format.  The caller compares ``token`` (and
+    ``chained``) with the store's current token."""
     base_path, log_path = _paths(root)
     try:
         fd = os.open(base_path, READ_FLAGS)
@@ -428,7 +545,7 @@ def load(root: str) -> Index | None:
         os.close(fd)
     try:
         if not head.startswith(MAGIC):
-            return None
+            return None  # none of ours, or another format version: rebuilt, never guessed at
         end = head.find(b"\n", len(MAGIC))
         if end < 0:
             return None
@@ -436,11 +553,18 @@ def load(root: str) -> Index | None:
         token = tuple(header["token"])
         gen = header["gen"]
         count = header["count"]
+        places = header["sections"]
+        if (len(token) != 6 or {type(t) for t in token} != {int} or type(gen) is not str
+                or type(count) is not int or count < 0 or type(places) is not dict or places.keys() != _SECTIONS):
+            return None
         body = end + 1
-        sections = {name: (body + place[0], place[1]) for name, place in header["sections"].items()}
-        if (len(token) != 6 or not all(_int(t) for t in token) or type(gen) is not str
-                or not _int(count) or set(sections) != _SECTIONS
-                or any(off + length > info.st_size for off, length in sections.values())):
+        room = info.st_size - body
+        sections: dict[str, tuple[int, int]] = {}
+        for name, (offset, length) in places.items():
+            if type(offset) is not int or type(length) is not int or offset < 0 or length < 0 or offset + length > room:
+                return None
+            sections[name] = (body + offset, length)
+        if sections["stat"][1] != count * STAT_RECORD:
             return None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
@@ -449,7 +573,7 @@ def load(root: str) -> Index | None:
     start, length = sections["head"]
     if start + length <= len(head):
         index._head_bytes = head[start:start + length]
-    data = _fsutil.read_regular(log_path)  # (module attribute: tests count entry reads via index.read_regular)
+    data = _read_journal(log_path)
     if data is None or not data.startswith(LOG_MAGIC):
         index.chained = data is None  # a missing journal is an empty one; a foreign file is not
         return index
@@ -471,7 +595,7 @@ def load(root: str) -> Index | None:
             index.chained = False  # a commit the journal does not know of came in between
             break
         ops = record[6]
-        if not all(type(op) is list and len(op) in (1, 5, 8) and type(op[0]) is str for op in ops):
+        if not all(_valid_op(op) for op in ops):
             index.chained = False
             break
         index.apply(ops)
@@ -480,7 +604,17 @@ def load(root: str) -> Index | None:
     return index
 
 
-def _records(body: bytes) -> list:
+def _read_journal(path: str) -> bytes | None:
+    """The journal's bytes (``None``: no journal): one read without an
+    fstat when it is small, as it is between compactions."""
+    # (Module attribute: tests count entry reads via index.read_regular.)
+    data = _fsutil.read_regular(path, _JOURNAL_READ)
+    if data is not None and len(data) >= _JOURNAL_READ:
+        data = _fsutil.read_regular(path)
+    return data
+
+
+def _records(body: bytes) -> list[Any]:
     """The complete lines of the journal body, parsed, up to the first that
     does not parse (a torn tail)."""
     end = body.rfind(b"\n")
@@ -518,12 +652,14 @@ def log_base_size(fd: int) -> int | None:
 
 # -- repair -----------------------------------------------------------------------------
 
-def repair(entries: str, prior: Index | None, token: tuple,
+def repair(entries: str, prior: Index | None, token: Token,
            read: Callable[[str], bytes | None] | None = None) -> Index:
     """An index of what ``entries/`` holds now, for *token*: lists the
-    directory and lstats every entry file (one ``stat_entries`` call); reads
-    and decodes only files the *prior* index does not know with the same
-    (inode, mtime_ns, size) -- every file when there is no prior.  Decoding follows ``load()`` exactly
+    directory, lstats every entry file and compares the stats with the
+    *prior* index's in one :func:`~sessionsd._codec.diff_entries` call (no
+    Python object per unchanged file); reads and decodes only the files the
+    prior does not know with the same (inode, mtime_ns, size) -- every file
+    when there is no prior.  Decoding follows ``load()`` exactly
     (``decode_document``).  The caller checks that no commit overlapped.
 
     With a stored prior whose journal chains (the usual case after a
@@ -532,32 +668,51 @@ def repair(entries: str, prior: Index | None, token: tuple,
     an append, not a rewrite of the base."""
     read = read or read_regular
     incremental = prior is not None and prior.path is not None and prior.chained
-    try:
-        known, known_skipped = prior.known_files() if prior is not None else ({}, {})
-    except (Gone, ValueError, OSError):
-        known, known_skipped, incremental = {}, {}, False
-    prefix = entries + os.sep
-    rows: list = []      # every row (full mode)
-    stats: list = []
-    ops: list = []       # what changed (incremental mode)
-    skipped: list = []
-    seen: set = set()
+    names, stat, base_count = b"", b"", 0
+    extra_keys: list[str] = []
+    extra_rows: list[Row | None] = []
+    known_skipped: dict[str, tuple[str, int, int, int]] = {}
+    if prior is not None:
+        try:
+            names, stat, base_count, extra_keys, extra_rows = prior.stat_rows()
+            known_skipped = prior.skipped_files()
+        except (Gone, ValueError, OSError, UnicodeError, struct.error):
+            prior, incremental = None, False
+            names, stat, base_count, extra_keys, extra_rows = b"", b"", 0, [], []
+            known_skipped = {}
     now = time.time_ns()
-    # One call lists entries/ and lstats every candidate relative to the
-    # open directory (compiled: without the GIL, no Python per file).
-    for name, inline_key, ino, mtime, size in stat_entries(entries):
-        trusted = now - mtime >= RACY_NS
-        was = known.get(name)
-        if was is not None:
-            seen.add(name)
-            if was[1] == ino and was[2] == mtime and was[0][4] == size:
-                if not incremental:
-                    rows.append(was[0][:5])
-                    stats.append([name, ino if trusted else 0, mtime])
-                elif not trusted:
-                    ops.append(was[0][:5] + [name, 0, mtime])
-                continue
-        gone = known_skipped.get(name)
+    trusted_before = now - RACY_NS
+    # One call lists entries/, lstats every candidate relative to the open
+    # directory and compares (compiled: without the GIL, no Python per file).
+    changed, missing = diff_entries(entries, names, stat, trusted_before)
+    base_keys: list[str] = []
+    base_rows: list[Row] = []
+    if prior is not None and (missing or not incremental or any(item[5] >= 0 for item in changed)):
+        try:
+            base_keys = prior._section("keys")
+            if not incremental:
+                base_rows = prior._section("rows")
+            if len(base_keys) != base_count or (not incremental and len(base_rows) != base_count):
+                raise ValueError("index keys do not match its rows")
+        except (Gone, ValueError, OSError):
+            return repair(entries, None, token, read)
+
+    def live_key(row: int) -> str | None:
+        """The key of a row that holds a session (None: none, or deleted)."""
+        if row < 0:
+            return None
+        if row < base_count:
+            return base_keys[row]
+        return extra_keys[row - base_count] if extra_rows[row - base_count] is not None else None
+
+    prefix = entries + os.sep
+    fresh: list[tuple[Row, str, StatRow]] = []   # re-read rows (full mode)
+    ops: list[Row] = []                           # what changed (incremental mode)
+    skipped: list[list[Any]] = []
+    for name, inline_key, ino, mtime, size, row in changed:
+        trusted = mtime <= trusted_before
+        was = live_key(row)
+        gone = known_skipped.get(name) if was is None else None
         if gone is not None and gone[1:] == (ino, mtime, size):
             skipped.append([name, gone[0], ino if trusted else 0, mtime, size])
             continue
@@ -574,28 +729,48 @@ def repair(entries: str, prior: Index | None, token: tuple,
             if decoded != "vanished":
                 skipped.append([name, decoded, ino if trusted and data is not None else 0, mtime, size])
             if was is not None and incremental:
-                ops.append([was[0][0]])  # no longer a loadable entry
+                ops.append([was])  # no longer a loadable entry
             continue
+        assert data is not None
         key, entry = decoded
-        row = entry_row(key, entry, len(data))
+        new_row = entry_row(key, entry, len(data))
         if incremental:
-            ops.append(row + [name, ino if trusted else 0, mtime])
+            if was is not None and was != key:
+                ops.append([was])
+            ops.append(new_row + [name, ino if trusted else 0, mtime])
         else:
-            rows.append(row)
-            stats.append([name, ino if trusted else 0, mtime])
+            fresh.append((new_row, name, (ino if trusted else 0, mtime, len(data))))
     if incremental:
-        ops += [[was[0][0]] for name, was in known.items() if name not in seen]
+        assert prior is not None
+        for row in missing:
+            was = live_key(row)
+            if was is not None:
+                ops.append([was])
         return prior.extended(token, ops)
-    order = sorted(range(len(rows)), key=lambda i: order_key(rows[i]))
-    rows = [rows[i] for i in order]
-    stats = [stats[i] for i in order]
-    return Index(token, rows=rows, keys=[row[0] for row in rows], stat=stats, skipped=skipped)
+    if prior is not None:
+        # Full mode from a prior that is not stored, or whose journal does
+        # not chain: its unchanged rows are kept, the rest was re-read.
+        touched = set(missing)
+        touched.update(row for *_, row in changed if row >= 0)
+        # (As diff_entries reads them: a damaged name matches no file.)
+        listed = names.decode("ascii", "surrogateescape").split("\n")[:-1] if names else []
+        counting = {name: row for row, name in enumerate(listed)}
+        for name, row in counting.items():
+            if row in touched:
+                continue
+            kept = base_rows[row] if row < base_count else extra_rows[row - base_count]
+            if kept is not None:
+                fresh.append((kept[:5], name, _STAT.unpack_from(stat, row * STAT_RECORD)))
+    fresh.sort(key=lambda item: order_key(item[0]))
+    return Index(token, rows=[item[0] for item in fresh], names=_names_blob(item[1] for item in fresh),
+                 stat=_stat_blob(item[2] for item in fresh), skipped=skipped)
 
 
 def append_pending(root: str, index: Index) -> bool:
     """Store a repair made by :meth:`Index.extended`: append its record if
     the journal is still the one it follows.  The caller holds the lock and
     has checked that the index's token is current."""
+    assert index.pending is not None
     prev, nxt, ops, follows = index.pending
     try:
         fd = os.open(os.path.join(root, LOG_NAME), os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
@@ -605,7 +780,7 @@ def append_pending(root: str, index: Index) -> bool:
     try:
         if os.fstat(fd).st_size != follows:
             return False  # appended to or replaced since it was read
-        line = record_line(prev, nxt, ops)
+        line = record_line((prev[0], prev[1], prev[2]), (nxt[0], nxt[1], nxt[2]), ops)
         os.write(fd, line)
     finally:
         os.close(fd)
@@ -616,7 +791,7 @@ def append_pending(root: str, index: Index) -> bool:
 
 # -- writing ----------------------------------------------------------------------------
 
-def write(root: str, index: Index, durability: str = "none") -> int:
+def write(root: str, index: Index, durability: Durability = "none") -> int:
     """Persist *index* (the caller holds the store lock and has checked
     that its token is current): a new base, then an empty journal of the new
     generation, each by rename.  Returns the base's size.
@@ -624,26 +799,13 @@ def write(root: str, index: Index, durability: str = "none") -> int:
     Crash consistency: a reader pairs a base only with a journal of its
     generation, so a crash between the renames leaves a base whose journal
     is ignored -- valid for its own token, stale for any later one."""
-    rows = index.rows()
-    if index.overlay:
-        stat = [info for row, info in zip(index._section("rows"), index._section("stat"), strict=True)
-                if row[0] not in index.overlay]
-        stat += [row[5:8] if len(row) > 5 else [encode_key(row[0]), 0, 0]
-                 for row in index.overlay.values() if row is not None]
-        rows = [row[:5] for row in rows]
-        pairs = sorted(zip(rows, stat, strict=True), key=lambda pair: order_key(pair[0]))
-        rows = [pair[0] for pair in pairs]
-        stat = [pair[1] for pair in pairs]
-        skipped = [item for item in index._section("skipped")
-                   if item[0] not in {encode_key(key) for key in index.overlay}]
-    else:
-        stat = index._section("stat")
-        skipped = index._section("skipped")
+    rows, names, stat, skipped = index.merged()
+    rows = [row[:5] if len(row) > 5 else row for row in rows]
     sections = [("head", _dump_line(rows[:HEAD_ROWS])), ("rows", _dump_section(rows)),
                 ("keys", _dump_line([row[0] for row in rows])),
                 ("updated", _dump_line([row[1] for row in rows])), ("channel", _dump_line([row[2] for row in rows])),
                 ("to", _dump_line([row[3] for row in rows])),
-                ("stat", _dump_line(stat)), ("skipped", _dump_line(skipped))]
+                ("names", names), ("stat", stat), ("skipped", _dump_line(skipped))]
     gen = os.urandom(8).hex()
     places = {}
     offset = 0
@@ -662,7 +824,7 @@ def write(root: str, index: Index, durability: str = "none") -> int:
     return len(blob)
 
 
-def _replace_with(path: str, data: bytes, durability: str) -> None:
+def _replace_with(path: str, data: bytes, durability: Durability) -> None:
     directory, name = os.path.split(path)
     temp = os.path.join(directory, temp_name(name))
     write_new(temp, data, durability)
