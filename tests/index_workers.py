@@ -26,7 +26,7 @@ def writer(path: str, rounds: int) -> dict:
                 sessions["c"] = {"updatedAt": i}
             else:
                 sessions.pop("c", None)
-        store.update(mutate)
+        store.mutate(mutate)
     return {"rounds": rounds}
 
 
@@ -68,10 +68,10 @@ def reader(path: str, seconds: float) -> dict:
 
 def crash(path: str, point: str, operation: str) -> dict:
     """Kill this process at *point* of *operation*."""
-    import sessionsd._faults as faults
+    from crashpoints import crash_at
 
     store = SessionStore(path, durability="none")
-    faults.POINTS.add(point)
+    crash_at(point)
     if operation == "put":
         store.put("a", {"updatedAt": 99, "lastChannel": "new"})
     elif operation == "update":
@@ -79,7 +79,7 @@ def crash(path: str, point: str, operation: str) -> dict:
             sessions["a"] = {"updatedAt": 99, "lastChannel": "new"}
             sessions.pop("b", None)
             sessions["d"] = {"updatedAt": 98}
-        store.update(mutate)
+        store.mutate(mutate)
     elif operation == "list":
         store.summary()
     return {"survived": True}

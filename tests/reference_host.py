@@ -374,7 +374,7 @@ def sd_hold(store_path: str, seconds: float, refresh_after: float = 0.0) -> dict
         _reference_lock.REFRESH_AFTER_S = refresh_after
         _reference_lock.HEARTBEAT_INTERVAL_S = refresh_after / 4
     store = SessionStore(store_path)
-    with store._hold():
+    with store._backend._hold():
         print("locked", flush=True)
         time.sleep(seconds)
     return {"held": seconds}

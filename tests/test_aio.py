@@ -38,7 +38,7 @@ def test_every_operation_matches_the_synchronous_store(store_path):
             assert await store.update_entry("agent:main:a", lambda e: {**e, "n": e["n"] + 1}) == \
                 {"updatedAt": 1, "n": 1}
             assert await store.contains("agent:main:b") and not await store.contains("nope")
-            assert await store.update(lambda s: s.pop("agent:main:b") and "popped") == "popped"
+            assert await store.mutate(lambda s: s.pop("agent:main:b") and "popped") == "popped"
             assert sorted(await store.keys()) == ["agent:main:a"] and await store.count() == 1
             assert await store.summary() == {"agent:main:a": {"lastChannel": None, "lastTo": None,
                                                               "updatedAt": 1}}
@@ -94,3 +94,14 @@ def test_the_event_loop_runs_while_a_call_waits_for_the_lock(tmp_path):
     holder.communicate()
     assert ticks > 10  # the loop kept running while put() waited for the lock
     assert SessionStore(path, cache=False).get("a") == {"n": 1}
+
+
+def test_paths_and_repr_of_a_file_store(tmp_path):
+    async def main():
+        async with AsyncSessionStore(tmp_path / "sessions.json") as store:
+            assert type(store.store) is SessionStore
+            assert store.paths.store == str(tmp_path / "sessions.json")
+            assert repr(store) == f"<AsyncSessionStore {str(tmp_path / 'sessions.json')!r}>"
+        assert repr(store).endswith("(closed)>")
+
+    asyncio.run(main())

@@ -429,7 +429,7 @@ def test_json5_nan_and_infinity_in_a_legacy_file_read_as_null(base):
     path.write_text("{a: {updatedAt: 1, r: NaN, s: [Infinity, -Infinity]}}")
     store = SessionStore(path)
     assert store.load() == {"a": {"updatedAt": 1, "r": None, "s": [None, None]}}
-    store.update(lambda s: s["a"].__setitem__("t", 1))  # untouched fields are no obstacle
+    store.mutate(lambda s: s["a"].__setitem__("t", 1))  # untouched fields are no obstacle
     assert store.get("a") == {"updatedAt": 1, "r": None, "s": [None, None], "t": 1}
     path2 = base.parent / "two" / "sessions.json"
     path2.parent.mkdir()
@@ -463,7 +463,7 @@ def _writes(store, entry):
         "put": lambda: store.put(KEY, entry),
         "put existing": lambda: store.put("good-1", entry),
         "update_entry": lambda: store.update_entry(KEY, lambda current: entry),
-        "update": lambda: store.update(lambda s: s.__setitem__(KEY, entry)),
+        "update": lambda: store.mutate(lambda s: s.__setitem__(KEY, entry)),
         "save": lambda: store.save({**GOOD, KEY: entry}),
         "patch": lambda: store.patch("good-1", {k: v for k, v in entry.items() if k != "updatedAt"}
                                      or entry),
@@ -595,7 +595,7 @@ def test_unserialisable_value_message_names_key_field_and_remedy(base, json_back
                                                                  words):
     store = make_store("directory", base)
     before = tree(base)
-    for write in (lambda: store.put(KEY, entry), lambda: store.update(lambda s: s.__setitem__(KEY, entry))):
+    for write in (lambda: store.put(KEY, entry), lambda: store.mutate(lambda s: s.__setitem__(KEY, entry))):
         with pytest.raises(InvalidEntryError) as info:
             write()
         message = str(info.value)

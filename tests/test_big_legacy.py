@@ -202,7 +202,7 @@ def _operations():
         def mutator(entries):
             store.put("agent:main:nested", {"updatedAt": 9})
             entries["agent:main:a"]["n"] = -1
-        return store.update(mutator)
+        return store.mutate(mutator)
 
     return {
         "put new": lambda s: s.put("agent:main:new", {"updatedAt": 5}),
@@ -212,10 +212,10 @@ def _operations():
         "update_entry": lambda s: s.update_entry("AGENT:MAIN:C", lambda e: {**e, "seen": True}),
         "delete": lambda s: s.delete("agent:main:b"),
         "delete missing": lambda s: s.delete("agent:main:zzz"),
-        "update in place": lambda s: s.update(lambda e: e["agent:main:a"].update(n=7)),
-        "update whole": lambda s: s.update(lambda e: sorted(e) and e.pop("agent:main:b") and len(e)),
-        "update setdefault": lambda s: s.update(lambda e: e.setdefault("agent:main:d", {"updatedAt": 0})),
-        "update odd key": lambda s: s.update(lambda e: e.__setitem__(" Agent:Main:E ", {"updatedAt": 4})),
+        "update in place": lambda s: s.mutate(lambda e: e["agent:main:a"].update(n=7)),
+        "update whole": lambda s: s.mutate(lambda e: sorted(e) and e.pop("agent:main:b") and len(e)),
+        "update setdefault": lambda s: s.mutate(lambda e: e.setdefault("agent:main:d", {"updatedAt": 0})),
+        "update odd key": lambda s: s.mutate(lambda e: e.__setitem__(" Agent:Main:E ", {"updatedAt": 4})),
         "save": lambda s: s.save({"agent:main:only": {"updatedAt": 1}}),
         "nested put": nested,
     }

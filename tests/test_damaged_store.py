@@ -212,7 +212,7 @@ def test_writes_are_refused_and_nothing_moves(tmp_path, damage, reason):
         "patch": lambda: store.patch("a", {"n": 9}),
         "update_entry": lambda: store.update_entry("d", lambda e: {"n": 4}),
         "delete": lambda: store.delete("a"),
-        "update": lambda: store.update(lambda s: s.update(d={"n": 4})),
+        "update": lambda: store.mutate(lambda s: s.update(d={"n": 4})),
         "save": lambda: store.save({"d": {"n": 4}}),
         "migrate": lambda: sessionsd.migrate(path),
         "rollback": lambda: sessionsd.rollback(path),
@@ -295,7 +295,7 @@ def test_symlinked_store_directories_are_refused(tmp_path, capsys, make_link):
         "load": store.load, "get": lambda: store.get("a"), "updated_at": lambda: store.updated_at("a"),
         "summary": store.summary, "len": lambda: len(store),
         "put": lambda: store.put("d", {"n": 4}), "delete": lambda: store.delete("a"),
-        "update": lambda: store.update(lambda s: None), "migrate": lambda: sessionsd.migrate(path),
+        "update": lambda: store.mutate(lambda s: None), "migrate": lambda: sessionsd.migrate(path),
         "rollback": lambda: sessionsd.rollback(path),
     }.items():
         with pytest.raises(UnsafeStoreError) as info:

@@ -91,7 +91,7 @@ def test_updated_at_agrees_with_get_when_bytes_are_appended(tmp_path, suffix):
 
     assert store.get(KEY) is None  # not one JSON document any more
     assert store.updated_at(KEY) is None
-    assert store._dir.read_updated_at(KEY, spec_name(KEY)) == (False, None)
+    assert store._backend._dir.read_updated_at(KEY, spec_name(KEY)) == (False, None)
     fresh = SessionStore(tmp_path / "sessions.json", cache=False)
     assert KEY not in fresh.load()
     assert dict(fresh.skipped)[spec_name(KEY)] == "invalid JSON"
@@ -340,7 +340,7 @@ CHILD = textwrap.dedent(r"""
     out["skipped"] = store.skipped
     out["keys"] = sorted(store.keys())
     out["len"] = len(store)
-    store.update(lambda s: s["agent:main:a"].update(updatedAt=10))
+    store.mutate(lambda s: s["agent:main:a"].update(updatedAt=10))
     store.put("agent:main:c", {"updatedAt": 4})
     out["after"] = SessionStore(path, cache=False).load()
     for name, call in (("get", lambda: store.get("agent:main:locked")),

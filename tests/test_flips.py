@@ -57,7 +57,7 @@ def test_a_cached_view_never_outlives_its_store(tmp_path, first):
     assert run("rollback_then_write", path) == {"mode": "directory"}
     assert a.load() == {"n": {"n": 1}}
     assert a.get("n") == {"n": 1}
-    a.update(lambda sessions: sessions.__setitem__("n", {"n": sessions["n"]["n"] + 1}))
+    a.mutate(lambda sessions: sessions.__setitem__("n", {"n": sessions["n"]["n"] + 1}))
     assert SessionStore(path, cache=False).load() == {"n": {"n": 2}}
     a.update_entry("n", lambda e: {"n": e["n"] + 1})
     assert SessionStore(path, cache=False).get("n") == {"n": 3}

@@ -85,7 +85,7 @@ def test_a_full_disk_never_wedges_the_store(tiny_disk, free_pages):
             sessions[f"new{i}"] = {**big, "updatedAt": 100 + i}
 
     try:
-        store.update(add_three)
+        store.mutate(add_three)
     except OSError as exc:
         assert exc.errno == errno.ENOSPC
     # Reads keep working, from fresh objects and the used one, and see one
@@ -100,7 +100,7 @@ def test_a_full_disk_never_wedges_the_store(tiny_disk, free_pages):
         assert reader.updated_at("k1") == 2
     root = Path(path).parent / "sessions.d"
     assert not (root / "commit.json").exists()  # recovery needed no space and finished
-    assert SessionStore(path)._dir.read_seq() % 2 == 0
+    assert SessionStore(path)._backend._dir.read_seq() % 2 == 0
     # What needs space fails cleanly and leaves the state as it was.
     fill(tiny_disk, leave_pages=1)
     state = SessionStore(path, cache=False).load()

@@ -94,7 +94,7 @@ def test_writes_append_to_the_journal_and_listings_need_no_entry_reads(tmp_path,
     store.put("agent:main:new", {"updatedAt": 999, "lastChannel": "slack"})
     store.patch("agent:main:k1", {"lastTo": "changed"})
     store.delete("agent:main:k2")
-    store.update(lambda s: s.update({"agent:main:k3": {"updatedAt": 1}, "agent:main:k4": {"updatedAt": 2}}))
+    store.mutate(lambda s: s.update({"agent:main:k3": {"updatedAt": 1}, "agent:main:k4": {"updatedAt": 2}}))
     assert os.path.getsize(log) > before
     with open(log, "rb") as fh:
         lines = fh.read().splitlines()
@@ -250,6 +250,104 @@ def test_damaged_index_files_are_rebuilt(tmp_path):
     assert_listings_agree(path, SessionStore(path))
 
 
+def _v1_index(token: list, rows: list, stat: list) -> bytes:
+    """An index in the first format (JSON ``stat`` section, no ``names``),
+    as sessionsd 0.x wrote it."""
+    sections = [("head", rows[:64]), ("rows", rows), ("keys", [row[0] for row in rows]),
+                ("updated", [row[1] for row in rows]), ("channel", [row[2] for row in rows]),
+                ("to", [row[3] for row in rows]), ("stat", stat), ("skipped", [])]
+    places, body, offset = {}, b"", 0
+    for name, value in sections:
+        data = json.dumps(value).encode()
+        places[name] = [offset, len(data)]
+        body += data
+        offset += len(data)
+    header = json.dumps({"gen": "0123456789abcdef", "token": token, "count": len(rows), "sections": places})
+    return b"sessionsd-index 1\n" + header.encode() + b"\n" + body
+
+
+def test_an_index_of_the_previous_format_is_rebuilt_not_read(tmp_path):
+    """An index written by an earlier version names the store's current
+    token, yet its format is not this one: it is rebuilt, never misread."""
+    path = make_store(tmp_path, SEED)
+    store = SessionStore(path)
+    store.summary()
+    root = tmp_path / "sessions.d"
+    token = list(store._backend._token(sessionsd._layout.read_state(store.paths), store._backend._dir.read_seq()))
+    bogus = [["agent:main:bogus", 1, "v1", "v1", 10]]
+    (root / "index").write_bytes(_v1_index(token, bogus, [[encode_key("agent:main:bogus"), 1, 1]]))
+    (root / "index.log").write_bytes(b"sessionsd-index-log 1 0123456789abcdef 1\n")
+    assert index.load(str(root)) is None
+    truth = assert_listings_agree(path, SessionStore(path))
+    assert "agent:main:bogus" not in truth and len(SessionStore(path, cache=False)) == 20
+    assert (root / "index").read_bytes().startswith(index.MAGIC) and index.MAGIC != b"sessionsd-index 1\n"
+    assert index.load(str(root)).token == tuple(token)
+
+
+def test_damaged_stat_sections_are_rebuilt(tmp_path):
+    """A names or stat section that does not match the rows (a damaged or
+    hand-made base) is never used to skip a file: the repair rebuilds."""
+    path = make_store(tmp_path, SEED)
+    backdate(path)
+    SessionStore(path).summary()
+    root = tmp_path / "sessions.d"
+    data = bytearray((root / "index").read_bytes())
+    loaded = index.load(str(root))
+    start, length = loaded.sections["names"]
+    data[start + length - 1:start + length] = b"x"  # the last name loses its newline
+    (root / "index").write_bytes(bytes(data))
+    ref.write_entry(path, "agent:main:k3", {"updatedAt": 4242})  # the token moves: a repair
+    truth = assert_listings_agree(path, SessionStore(path))
+    assert truth["agent:main:k3"]["updatedAt"] == 4242
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_repair_from_a_prior_equals_a_rebuild(tmp_path, monkeypatch, stored):
+    """index.repair with a prior (in memory: the full mode that keeps the
+    prior's unchanged rows; stored, with a journal on top: the incremental
+    mode) gives the index a rebuild from nothing gives, reading only the
+    files whose stat changed."""
+    path = make_store(tmp_path, SEED)
+    root = str(tmp_path / "sessions.d")
+    entries = os.path.join(root, "entries")
+    backdate(path)
+    token = (1, 2, 3, 4, 6, 7)
+    prior = index.repair(entries, None, token)
+    if stored:
+        index.write(root, prior)
+        store = SessionStore(path, durability="none")
+        store.summary()
+        store.put("agent:main:journal", {"updatedAt": 5})  # a journal record on top of the base
+        prior = index.load(root)
+        assert prior.overlay and prior.chained
+    ref.write_entry(path, "agent:main:k1", {"updatedAt": 1, "lastChannel": "changed"})
+    os.unlink(os.path.join(entries, encode_key("agent:main:k2")))
+    with open(os.path.join(entries, encode_key("agent:main:corrupt")), "w") as fh:
+        fh.write("{not json")
+    ref.write_entry(path, "agent:main:added", {"updatedAt": 2})
+    read = []
+    real = index.read_regular
+
+    def counting(file_path, *args):
+        read.append(os.path.basename(file_path))
+        return real(file_path, *args)
+
+    monkeypatch.setattr(index, "read_regular", counting)
+    repaired = index.repair(entries, prior, token)
+    expected_reads = {encode_key(key) for key in ("agent:main:k1", "agent:main:corrupt", "agent:main:added")}
+    if stored:
+        expected_reads.add(encode_key("agent:main:journal"))  # a commit's row has no stat: read once
+    assert set(read) == expected_reads
+    assert repaired.chained and (repaired.path is not None) == stored
+    rebuilt = index.repair(entries, None, token)
+    got, want = repaired.merged(), rebuilt.merged()
+    assert got[:3] == want[:3]  # rows, names, stat
+    truth = SessionStore(path, cache=False, index=False).load()
+    assert sorted(row[0] for row in got[0]) == sorted(truth)
+    if not stored:
+        assert got[3] == want[3] and [item[0] for item in got[3]] == [encode_key("agent:main:corrupt")]
+
+
 def test_listings_follow_rollback_and_remigration(tmp_path):
     path = make_store(tmp_path, SEED)
     store = SessionStore(path)
@@ -345,7 +443,7 @@ class IndexMachine(RuleBasedStateMachine):
             for key in drops:
                 sessions.pop(key.strip().lower(), None)
             sessions.update({key.strip().lower(): entry for key, entry in puts.items()})
-        self.store.update(mutate)
+        self.store.mutate(mutate)
 
     @rule(mapping=st.dictionaries(KEYS, ENTRIES, max_size=4))
     def save(self, mapping):
@@ -378,7 +476,7 @@ class IndexMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.directory_mode())
     @rule()
     def drop_index_cache(self):
-        self.store._cache.clear()
+        self.store._backend._cache.clear()
 
     @invariant()
     def listings_agree(self):
@@ -434,8 +532,8 @@ def test_sigkill_during_index_maintenance(tmp_path, point, operation):
     assert_listings_agree(path, store)
     root = tmp_path / "sessions.d"
     assert not [name for name in os.listdir(root) if name.endswith(".tmp")]
-    assert index.load(str(root)).token == store._token(sessionsd._layout.read_state(store.paths),
-                                                      store._dir.read_seq())
+    assert index.load(str(root)).token == store._backend._token(sessionsd._layout.read_state(store.paths),
+                                                      store._backend._dir.read_seq())
 
 
 @pytest.mark.slow

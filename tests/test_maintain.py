@@ -123,16 +123,16 @@ def test_whole_store_update_applies_rules_in_one_commit(tmp_path):
                        mode="enforce", max_entries=3)
     state = tmp_path / "sessions.d" / "state.json"
     version = json.loads(state.read_text())["version"]
-    store.update(lambda s: s.update({f"n{i}": {"updatedAt": NOW + 10 + i} for i in range(3)}))
+    store.mutate(lambda s: s.update({f"n{i}": {"updatedAt": NOW + 10 + i} for i in range(3)}))
     assert sorted(store.keys()) == ["n0", "n1", "n2"]
     assert json.loads(state.read_text())["version"] == version + 1
 
 
-def test_legacy_saves_apply_the_rules(tmp_path):
+def test_first_saves_and_legacy_sweeps_apply_the_rules(tmp_path):
     path = tmp_path / "sessions.json"
     store = SessionStore(path, maintenance=Maintenance(mode="enforce", max_entries=2))
     store.save({f"k{i}": {"updatedAt": NOW + i} for i in range(5)})  # a fresh store's first save
-    assert store.mode == "legacy" and sorted(json.loads(path.read_text())) == ["k3", "k4"]
+    assert store.mode == "directory" and not path.exists() and list(store) == ["k3", "k4"]
     other = tmp_path / "b"
     other.mkdir()
     (other / "sessions.json").write_text(json.dumps({f"k{i}": {"updatedAt": NOW + i} for i in range(5)}))
@@ -187,14 +187,14 @@ for i in range(150):
     # updatedAt is taken under the store lock (re-entrant), so ages follow
     # commit order across the processes and "the oldest" is well defined.
     if name in ("w0", "w1"):
-        with store._lock.hold():
+        with store._backend._lock.hold():
             written[key] = time.time_ns()
             store.put(key, {"updatedAt": written[key]})
     else:
         written[key] = store.update_entry(key, lambda e: {"updatedAt": time.time_ns()})["updatedAt"]
     # What the write left behind, seen with every writer shut out: the
     # entry files on disk (not the stats).
-    with store._lock.hold():
+    with store._backend._lock.hold():
         worst = max(worst, len(scan_entries(store.paths.entries)))
     time.sleep(0.0005)  # let the other writers in: flock is not fair
 print(json.dumps({"worst": worst, "written": written}))

@@ -37,10 +37,13 @@ def on_disk(path) -> dict:
 
 
 def tree_digest(root) -> dict[str, str]:
-    """Every file under *root* (relative path -> sha256 of its bytes)."""
+    """Every file under *root* (relative path -> sha256 of its bytes), but
+    the lock's own files (process state, not store data)."""
     digest = {}
     for folder, _dirs, files in os.walk(root):
         for name in files:
+            if is_lock_artifact(name):
+                continue
             path = os.path.join(folder, name)
             with open(path, "rb") as fh:
                 digest[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
@@ -294,18 +297,18 @@ def test_whole_store_update_calls_back_and_archives_once_per_removed_session(tmp
     store = make_store(tmp_path, {"k0": {"updatedAt": NOW, "sessionFile": "k0.jsonl"},
                                   "k1": {"updatedAt": NOW + 1}},
                        mode="enforce", max_entries=2, on_removed=lambda k, e: removed.append(k))
-    store.update(lambda s: s.update({"n0": {"updatedAt": NOW + 5}, "n1": {"updatedAt": NOW + 6}}))
+    store.mutate(lambda s: s.update({"n0": {"updatedAt": NOW + 5}, "n1": {"updatedAt": NOW + 6}}))
     assert sorted(removed) == ["k0", "k1"]
     assert sorted(on_disk(store.paths.store)) == ["n0", "n1"]
     assert [n for n in os.listdir(tmp_path) if n.startswith("k0.jsonl.deleted.")]
-    store.update(lambda s: None)  # nothing due, nothing changed: no second callback
+    store.mutate(lambda s: None)  # nothing due, nothing changed: no second callback
     assert sorted(removed) == ["k0", "k1"]
 
 
 # -- legacy mode: the same rules on whole-file saves ----------------------------------------
 
 @pytest.mark.parametrize("rule", ["prune", "cap", "budget"])
-def test_legacy_save_applies_each_rule(tmp_path, rule):
+def test_a_migrating_save_applies_each_rule(tmp_path, rule):
     entries = {f"k{i}": {"updatedAt": NOW + i, "pad": "p" * 20} for i in range(5)}
     entries["stale"] = {"updatedAt": NOW - 3 * DAY, "pad": "p" * 20}
     size = {k: len(encode_document(k, e)) for k, e in entries.items()}
@@ -318,8 +321,9 @@ def test_legacy_save_applies_each_rule(tmp_path, rule):
     path = tmp_path / "sessions.json"
     store = SessionStore(path, durability="none", maintenance=Maintenance(
         mode="enforce", on_removed=lambda k, e: removed.append(k), **settings))
-    store.save(entries)  # a fresh store's first save stays a legacy file
-    assert store.mode == "legacy" and sorted(json.loads(path.read_text())) == expected
+    path.write_text("{}")  # an existing (empty) legacy file: the first changing save migrates it
+    store.save(entries)
+    assert store.mode == "directory" and list(store) == expected
     assert sorted(removed) == sorted(set(entries) - set(expected))
 
 
@@ -388,13 +392,13 @@ def test_statistics_survive_every_kind_of_commit(tmp_path, count_recounts):
         store.put(f"n{i}", {"updatedAt": NOW + 100 + i})
         bumping.put(f"b{i}", {"updatedAt": NOW + 200 + i})
         plain.patch(f"n{i}", {"x": i})
-        store.update(lambda s, i=i: s.update({f"u{i}": {"updatedAt": NOW + 300 + i}}))
+        store.mutate(lambda s, i=i: s.update({f"u{i}": {"updatedAt": NOW + 300 + i}}))
         plain.delete(f"b{i}")
     assert count_recounts == []
     with open(os.path.join(store.paths.root, "state.json")) as fh:
         state = json.load(fh)
-    seq = store._dir.read_seq()
-    stats = store._dir.read_stats(seq)
+    seq = store._backend._dir.read_seq()
+    stats = store._backend._dir.read_stats(seq)
     files = [n for n in os.listdir(store.paths.entries) if not n.startswith(".")]
     assert stats is not None and stats.version == state["version"]
     assert stats.count == len(files) == 10

@@ -303,10 +303,10 @@ def test_migrating_a_store_that_is_not_there_creates_nothing(tmp_path):
 def test_the_library_logs_per_module_and_configures_nothing():
     import logging
 
+    import sessionsd._file_backend
     import sessionsd.migration
-    import sessionsd.store
 
     package = logging.getLogger("sessionsd")
     assert any(isinstance(h, logging.NullHandler) for h in package.handlers)
-    assert sessionsd.store._log.name == "sessionsd.store"
+    assert sessionsd._file_backend._log.name == "sessionsd._file_backend"
     assert sessionsd.migration._log.name == "sessionsd.migration"

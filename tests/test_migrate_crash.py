@@ -1,5 +1,5 @@
 """Migration and rollback killed at every step (SIGKILL via the fault points
-in sessionsd._faults), in real child processes.
+in sessionsd._faults, armed by tests/crashpoints.py), in real child processes.
 
 After each crash exactly one store is authoritative and holds every session
 (old or new state, never a mix); the next run finishes the job; nothing the

@@ -106,7 +106,7 @@ assert _json.IMPLEMENTATION.startswith("stdlib" if sys.argv[2] == "block" else "
 store = SessionStore(sys.argv[1], durability="none")
 store.put("a", {"updatedAt": 1790000000000, "f": [0.1, 1e-05, 1e-07, 1e16, -0.0], "s": "é\\u2028\\x00"})
 store.put("b", {"nested": {"x": [1, {"y": None}], "e": {}}, "t": True})
-store.update(lambda s: s.update({"c": {"n": 2.5}, "d": {}}))
+store.mutate(lambda s: s.update({"c": {"n": 2.5}, "d": {}}))
 store.put("hashed:" + "x" * 200, {"updatedAt": 5})
 print(json.dumps(sorted(store.load())))
 """
@@ -229,11 +229,11 @@ def test_case_insensitive_collision_is_refused(tmp_path):
     store, entries = _directory_store(tmp_path, lower_keys=False)
     store.put(key, {"owner": key})
     insensitive = _fs_is_case_insensitive(entries)
-    assert store._dir._is_case_insensitive() is insensitive  # the probe, on this file system
+    assert store._backend._dir._is_case_insensitive() is insensitive  # the probe, on this file system
     if not insensitive:
         # Simulate a case-insensitive volume: the other spelling is the same file.
         os.link(entries / sessionsd.encode_key(key), entries / sessionsd.encode_key(other))
-        store._dir._case_insensitive = True
+        store._backend._dir._case_insensitive = True
     with pytest.raises(KeyCollisionError) as info:
         store.put(other, {"owner": other})
     assert info.value.existing_key == key and info.value.key == other
@@ -245,7 +245,7 @@ def test_case_insensitive_collision_is_refused(tmp_path):
 @pytest.mark.parametrize("key", ["\x1cabc", "abc\x85"])
 def test_owner_may_rewrite_a_key_that_python_would_strip(tmp_path, key):
     store, _entries = _directory_store(tmp_path)
-    store._dir._case_insensitive = True
+    store._backend._dir._case_insensitive = True
     store.put(key, {"v": 1})
     store.put(key, {"v": 2})
     assert store.get(key) == {"v": 2}
@@ -263,11 +263,11 @@ def test_probe_detects_a_case_insensitive_volume(tmp_path, monkeypatch):
         return real_lexists(path) or any(n.casefold() == tail.casefold() for n in os.listdir(head))
 
     monkeypatch.setattr(os.path, "lexists", folding_lexists)
-    store._dir._case_insensitive = None
-    assert store._dir._is_case_insensitive() is True
+    store._backend._dir._case_insensitive = None
+    assert store._backend._dir._is_case_insensitive() is True
     monkeypatch.setattr(os.path, "lexists", real_lexists)
-    store._dir._case_insensitive = None
-    assert store._dir._is_case_insensitive() is _fs_is_case_insensitive(entries)
+    store._backend._dir._case_insensitive = None
+    assert store._backend._dir._is_case_insensitive() is _fs_is_case_insensitive(entries)
     assert sorted(os.listdir(entries)) == before
 
 

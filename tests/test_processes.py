@@ -91,7 +91,7 @@ def test_thin_and_filelock_exclude_each_other(tmp_path, holder_heavy):
     if holder_heavy:
         store.put("a", {"n": 1})  # thin lock waits for filelock's holder
     else:
-        store.update(lambda s: s.__setitem__("a", {"n": 1}))  # filelock waits for a thin holder
+        store.mutate(lambda s: s.__setitem__("a", {"n": 1}))  # filelock waits for a thin holder
     waited = time.monotonic() - began
     finish(holder)
     assert waited > 0.8, waited
@@ -107,7 +107,7 @@ def test_lock_timeout(tmp_path):
         store.put("a", {"n": 1})
     assert isinstance(info.value, TimeoutError) and info.value.path.endswith("sessions.json.lock")
     with pytest.raises(TimeoutError):
-        store.update(lambda s: None)
+        store.mutate(lambda s: None)
     finish(holder)
     assert store.get("a") == {"n": 0}
 

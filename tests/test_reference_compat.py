@@ -196,14 +196,14 @@ def test_every_exit_path_releases_the_lock(tmp_path):
         raise RuntimeError("mutator failed")
 
     with pytest.raises(RuntimeError):
-        store.update(boom)
+        store.mutate(boom)
     assert not os.path.exists(lock_path(path))
     with pytest.raises(ZeroDivisionError):
         store.update_entry("a", lambda e: {"n": 1 / 0})
     assert not os.path.exists(lock_path(path))
     # A process that exits (sys.exit) while holding it: atexit releases it.
     code = ("import sys, sessionsd; s = sessionsd.SessionStore(sys.argv[1]); "
-            "s._lock.acquire(); sys.exit(3)")
+            "s._backend._lock.acquire(); sys.exit(3)")
     done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True)
     assert done.returncode == 3, done.stderr
     assert not os.path.exists(lock_path(path))
@@ -234,7 +234,7 @@ def test_every_commit_is_visible_to_a_cached_reference_reader(tmp_path, operatio
     elif operation == "delete":
         store.delete("b")
     elif operation == "update":
-        store.update(lambda s: s.__setitem__("a", {"n": 1}))
+        store.mutate(lambda s: s.__setitem__("a", {"n": 1}))
     else:
         store.save({"a": {"n": 1}, "b": {"n": 0}})
     assert state_version(path) > version

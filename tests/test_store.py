@@ -84,7 +84,7 @@ def test_library_written_store_passes_the_spec_checker(tmp_path):
     store = directory_store(tmp_path, {"Agent:Main:Main": {"sessionId": "a", "updatedAt": 3}})
     store.put("agent:main:telegram:dm:1", {"sessionId": "b", "updatedAt": 5, "lastTo": "1"})
     store.put("agent:main:" + "x" * 200, {"updatedAt": 7})
-    store.update(lambda s: s.update({"k2": {"x": [1, {"y": None}]}, "k3": {}}))
+    store.mutate(lambda s: s.update({"k2": {"x": [1, {"y": None}]}, "k3": {}}))
     store.delete("k3")
     sessions = check_layout(tmp_path)
     assert sessions == store.load()
@@ -169,7 +169,7 @@ def test_update_commits_the_diff_once(tmp_path):
     state = tmp_path / "sessions.d" / "state.json"
     version = json.loads(state.read_text())["version"]
     before = tree(tmp_path / "sessions.d" / "entries")
-    assert store.update(lambda s: "result") == "result"
+    assert store.mutate(lambda s: "result") == "result"
     assert json.loads(state.read_text())["version"] == version  # unchanged: nothing written
     assert tree(tmp_path / "sessions.d" / "entries") == before
 
@@ -178,7 +178,7 @@ def test_update_commits_the_diff_once(tmp_path):
         del sessions["b"]
         sessions["D"] = {"n": 4}
 
-    store.update(mutate)
+    store.mutate(mutate)
     assert json.loads(state.read_text())["version"] == version + 1
     assert store.load() == {"a": {"n": 10}, "c": {"n": 3}, "d": {"n": 4}}
     store.save({"x": {"n": 0}})
@@ -191,7 +191,7 @@ def test_reentrant_calls_inside_mutators(store):
         store.put("inner", {"updatedAt": 9})
         sessions["outer"] = {"updatedAt": 8}
 
-    store.update(mutator)
+    store.mutate(mutator)
     store.update_entry("outer", lambda e: store.put("inner2", {"v": 1}) or {**e, "touched": True})
     loaded = store.load()
     assert loaded["inner"] == {"updatedAt": 9} and loaded["inner2"] == {"v": 1}
@@ -238,7 +238,7 @@ def test_bad_keys_and_entries(store):
             store.put("k", bad_entry)
     assert store.get("k") is None
     with pytest.raises(InvalidEntryError):
-        store.update(lambda s: s.__setitem__("k", ["not", "a", "dict"]))
+        store.mutate(lambda s: s.__setitem__("k", ["not", "a", "dict"]))
     assert store.get("k") is None
 
 
@@ -246,7 +246,7 @@ def test_closed_store_refuses_everything(tmp_path):
     with SessionStore(tmp_path / "sessions.json") as store:
         store.put("k", {})
     for call in (lambda: store.get("k"), lambda: store.put("k", {}), store.load,
-                 lambda: store.updated_at("k"), lambda: store.update(lambda s: None)):
+                 lambda: store.updated_at("k"), lambda: store.mutate(lambda s: None)):
         with pytest.raises(StoreClosedError):
             call()
 
@@ -275,16 +275,15 @@ def test_updated_at_and_get_never_list_a_directory(tmp_path, monkeypatch):
 
 # -- legacy-mode rules ------------------------------------------------------------------
 
-def test_fresh_install_starts_legacy_then_migrates(tmp_path):
+def test_fresh_install_starts_as_a_directory_store(tmp_path):
     path = tmp_path / "sessions.json"
     store = SessionStore(path)
-    assert store.mode == "legacy" and store.load() == {}
+    assert store.mode == "legacy" and store.load() == {}  # nothing there: reads create nothing
     store.put("a", {"n": 1})
-    assert store.mode == "legacy" and json.loads(path.read_text()) == {"a": {"n": 1}}
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    store.put("b", {"n": 2})
     assert store.mode == "directory" and not path.exists()
-    assert len(list(tmp_path.glob("sessions.json.bak.*"))) == 1
+    assert stat.S_IMODE(os.stat(tmp_path / "sessions.d").st_mode) == 0o700
+    store.put("b", {"n": 2})
+    assert list(tmp_path.glob("sessions.json.bak.*")) == []
     assert store.load() == {"a": {"n": 1}, "b": {"n": 2}}
 
 
@@ -294,7 +293,7 @@ def test_unchanged_legacy_save_writes_nothing(tmp_path):
     before = os.stat(path)
     store = SessionStore(path)
     store.save({"A": {"n": 1}})
-    store.update(lambda s: None)
+    store.mutate(lambda s: None)
     after = os.stat(path)
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
     assert store.mode == "legacy" and not (tmp_path / "sessions.d").exists()
@@ -504,7 +503,7 @@ def test_write_failure_propagates_and_keeps_the_old_state(tmp_path, monkeypatch)
     # A rename failing after the commit record is written: the commit is
     # decided, so it ends whole -- old or new state, never a mix.
     with pytest.raises(OSError):
-        store.update(lambda s: s.update({"a": {"n": 3}, "b": {"n": 4}}))
+        store.mutate(lambda s: s.update({"a": {"n": 3}, "b": {"n": 4}}))
     monkeypatch.undo()
     assert store.load() in ({"a": {"n": 1}}, {"a": {"n": 3}, "b": {"n": 4}})
     store.put("c", {"n": 5})  # the next writer completes any recovery

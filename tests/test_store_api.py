@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from spec_rules import is_lock_artifact, now_ms, spec_name
+from spec_rules import is_lock_artifact, spec_name
 
 import sessionsd
 import sessionsd._codec
@@ -254,7 +254,7 @@ def test_deleting_a_missing_key_writes_nothing(tmp_path, mode):
 def test_load_keys_len_and_summary(tmp_path, mode):
     store = make_store(tmp_path, mode)
     if mode == "fresh":
-        assert store.load() == {} and store.keys() == [] and len(store) == 0 and store.summary() == {}
+        assert store.load() == {} and list(store.keys()) == [] and len(store) == 0 and store.summary() == {}
         store.save(SEED)
     assert store.load() == SEED
     assert sorted(store.keys()) == sorted(SEED)
@@ -280,8 +280,7 @@ def test_load_returns_data_the_caller_owns(tmp_path, mode, cache):
     summary["agent:main:main"]["updatedAt"] = -1
     assert store.summary()["agent:main:main"]["updatedAt"] == 100
     keys = store.keys()
-    keys.append("agent:main:injected")
-    assert sorted(store.keys()) == sorted(SEED)
+    assert "agent:main:injected" not in keys and list(keys) == sorted(SEED)
 
 
 # -- update() and save() ---------------------------------------------------------------
@@ -294,7 +293,7 @@ def test_update_returns_the_mutators_result_and_keeps_no_reference(tmp_path, mod
         sessions["agent:main:added"] = {"updatedAt": 1}
         return sessions
 
-    returned = store.update(mutator)
+    returned = store.mutate(mutator)
     assert returned["agent:main:added"] == {"updatedAt": 1}
     returned["agent:main:added"]["updatedAt"] = 999  # the private copy, not the store
     returned["agent:main:late"] = {}
@@ -313,7 +312,7 @@ def test_update_whose_mutator_raises_writes_nothing(tmp_path, mode):
         raise RuntimeError("mutator failed")
 
     with pytest.raises(RuntimeError, match="mutator failed"):
-        store.update(failing)
+        store.mutate(failing)
     assert disk_state(tmp_path) == before
     assert store.load() == SEED
 
@@ -339,8 +338,8 @@ def test_update_with_no_change_writes_nothing_in_directory_mode(tmp_path):
         sessions["agent:main:main"] = reordered
         return "result"
 
-    assert store.update(no_change) == "result"
-    assert store.update(lambda sessions: None) is None
+    assert store.mutate(no_change) == "result"
+    assert store.mutate(lambda sessions: None) is None
     store.save(store.load())
     assert (state_version(tmp_path), seq_value(tmp_path)) == (version, seq)
     assert disk_state(tmp_path) == before
@@ -359,7 +358,7 @@ def test_update_with_no_change_creates_nothing_in_a_reference_store(tmp_path):
     store = SessionStore(tmp_path / "sessions.json")
     assert store.mode == "directory"
     before = disk_state(tmp_path)
-    store.update(lambda sessions: None)
+    store.mutate(lambda sessions: None)
     assert disk_state(tmp_path) == before
 
 
@@ -376,7 +375,7 @@ def test_update_commits_add_change_and_remove_with_one_version_bump(tmp_path):
         del sessions["remove"]
         sessions["Added"] = {"n": 3}
 
-    store.update(mutate)
+    store.mutate(mutate)
 
     assert state_version(tmp_path) == version + 1
     new_seq = seq_value(tmp_path)
@@ -405,7 +404,7 @@ def test_update_diff_tells_json_booleans_from_numbers(tmp_path, mode):
         sessions["a"]["count"] = False
         sessions["b"]["n"] = 2  # a real change, so legacy mode saves at all
 
-    store.update(mutate)
+    store.mutate(mutate)
     stored = SessionStore(tmp_path / "sessions.json", cache=False).load()
     assert stored["a"]["flag"] is True and stored["a"]["count"] is False
     assert stored["b"] == {"n": 2}
@@ -455,7 +454,7 @@ def test_put_inside_an_update_mutator_does_not_deadlock_or_get_lost(tmp_path, mo
         sessions["agent:main:outer"] = {"from": "mutator"}
         return "done"
 
-    assert with_deadline(lambda: store.update(mutator)) == "done"
+    assert with_deadline(lambda: store.mutate(mutator)) == "done"
     loaded = SessionStore(tmp_path / "sessions.json", cache=False).load()
     assert loaded["agent:main:inner"] == {"from": "nested put"}
     assert loaded["agent:main:outer"] == {"from": "mutator"}
@@ -487,7 +486,7 @@ def test_writers_wait_for_the_lock_and_readers_do_not(tmp_path, mode):
         assert release.wait(15)
         sessions["agent:main:from-holder"] = {"n": 1}
 
-    thread = threading.Thread(target=lambda: holder.update(slow_mutator), daemon=True)
+    thread = threading.Thread(target=lambda: holder.mutate(slow_mutator), daemon=True)
     thread.start()
     try:
         assert inside.wait(15)
@@ -597,7 +596,7 @@ KEYED_CALLS = {
     "delete": lambda s, k: s.delete(k),
     "normalize_key": lambda s, k: s.normalize_key(k),
     "contains": lambda s, k: k in s,
-    "update": lambda s, k: s.update(lambda sessions: sessions.__setitem__(k, {"n": 1})),
+    "update": lambda s, k: s.mutate(lambda sessions: sessions.__setitem__(k, {"n": 1})),
     "save": lambda s, k: s.save({k: {"n": 1}}),
 }
 
@@ -635,7 +634,7 @@ def test_blocked_keys_are_refused_on_every_write(tmp_path, mode, key):
     writes = [
         lambda: store.put(key, {"n": 1}),
         lambda: store.update_entry(key, lambda e: {"n": 1}),
-        lambda: store.update(lambda sessions: sessions.__setitem__(key, {"n": 1})),
+        lambda: store.mutate(lambda sessions: sessions.__setitem__(key, {"n": 1})),
         lambda: store.save({**SEED, key: {"n": 1}}),
     ]
     for write in writes:
@@ -693,7 +692,7 @@ def test_bad_entries_raise_invalid_entry_error_and_write_nothing(tmp_path, mode,
     before = disk_state(tmp_path)
     writes = {
         "put": lambda: store.put("agent:main:bad", value),
-        "update": lambda: store.update(lambda sessions: sessions.__setitem__("agent:main:bad", value)),
+        "update": lambda: store.mutate(lambda sessions: sessions.__setitem__("agent:main:bad", value)),
         "save": lambda: store.save({"agent:main:bad": value}),
     }
     if value is not None:  # update_entry's fn returns None to mean "no change"
@@ -878,7 +877,7 @@ def test_load_sees_another_store_objects_writes(tmp_path, mode, writer_cache):
     expected = {"agent:main:main": {**SEED["agent:main:main"], "lastTo": "changed"},
                 "agent:main:new": {"n": 1}}
     assert reader.load() == expected
-    writer.update(lambda s: s.update({"agent:main:batch1": {}, "agent:main:batch2": {}}))
+    writer.mutate(lambda s: s.update({"agent:main:batch1": {}, "agent:main:batch2": {}}))
     assert set(reader.load()) == set(expected) | {"agent:main:batch1", "agent:main:batch2"}
     assert len(reader) == 4
 
@@ -890,7 +889,7 @@ store = SessionStore(sys.argv[1])
 store.put("agent:main:from-child", {"pid": "child", "updatedAt": 1})
 store.patch("agent:main:main", {"lastTo": "child"})
 store.delete("agent:main:other")
-store.update(lambda s: s.update({"agent:main:c1": {"n": 1}, "agent:main:c2": {"n": 2}}))
+store.mutate(lambda s: s.update({"agent:main:c1": {"n": 1}, "agent:main:c2": {"n": 2}}))
 print(store.mode)
 """
 
@@ -998,7 +997,7 @@ CLOSED_CALLS = {
     "summary": lambda s: s.summary(),
     "keys": lambda s: s.keys(),
     "len": lambda s: len(s),
-    "update": lambda s: s.update(lambda sessions: sessions.clear()),
+    "update": lambda s: s.mutate(lambda sessions: sessions.clear()),
     "save": lambda s: s.save({}),
     "enter": lambda s: s.__enter__(),
 }
@@ -1039,32 +1038,22 @@ def test_constructor_validates_durability(tmp_path):
 
 # -- legacy-mode rules (SPEC §5) --------------------------------------------------------
 
-def test_fresh_install_writes_legacy_first_then_migrates_on_the_next_change(tmp_path):
+def test_fresh_install_starts_as_a_directory_store_with_no_backup(tmp_path):
     path = tmp_path / "sessions.json"
     store = SessionStore(path)
     assert store.mode == "legacy" and store.load() == {} and not path.exists()
     store.put("Agent:Main:A", {"n": 1})
-    assert store.mode == "legacy"
-    assert not (tmp_path / "sessions.d").exists()
-    first_bytes = path.read_bytes()
-    assert json.loads(first_bytes) == {"agent:main:a": {"n": 1}}
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-
-    started = now_ms()
+    assert store.mode == "directory" and not path.exists()
+    assert (tmp_path / "sessions.d" / "legacy-file").read_text() == "sessions.json\n"
     store.put("agent:main:b", {"n": 2})
-    finished = now_ms()
-    assert store.mode == "directory"
-    assert not path.exists()
-    [backup] = backups(tmp_path)
-    assert backup.read_bytes() == first_bytes
-    assert started - 1000 <= int(backup.name.rsplit(".", 1)[1]) <= finished + 1000
+    assert backups(tmp_path) == []
     assert store.load() == {"agent:main:a": {"n": 1}, "agent:main:b": {"n": 2}}
 
 
 def test_fresh_install_save_of_an_empty_store_stays_legacy(tmp_path):
     store = SessionStore(tmp_path / "sessions.json")
     store.save({})
-    store.update(lambda sessions: None)
+    store.mutate(lambda sessions: None)
     assert store.mode == "legacy"
     assert not (tmp_path / "sessions.d").exists()
     assert backups(tmp_path) == []
@@ -1077,8 +1066,8 @@ def test_unchanged_legacy_saves_write_nothing(tmp_path):
     info = os.stat(path)
     store.save(SEED)
     store.save({k.upper(): v for k, v in SEED.items()})  # same keys once normalised
-    store.update(lambda sessions: None)
-    store.update(lambda sessions: sessions.update(json.loads(json.dumps(SEED))))
+    store.mutate(lambda sessions: None)
+    store.mutate(lambda sessions: sessions.update(json.loads(json.dumps(SEED))))
     store.put("agent:main:main", dict(SEED["agent:main:main"]))
     store.patch("agent:main:main", {})
     store.patch("agent:main:main", {"lastTo": "821"})
@@ -1101,7 +1090,7 @@ def test_saving_an_empty_store_keeps_it_legacy(tmp_path, how):
         if how == "save":
             store.save({})
         else:
-            store.update(lambda sessions: sessions.clear())
+            store.mutate(lambda sessions: sessions.clear())
     assert store.mode == "legacy"
     assert json.loads((tmp_path / "sessions.json").read_bytes()) == {}
     assert not (tmp_path / "sessions.d").exists()
@@ -1146,7 +1135,7 @@ def test_legacy_array_file_loads_empty_and_is_never_rewritten_in_place(tmp_path)
     assert sessionsd.migrate(path).outcome == "skipped_invalid"
     info = os.stat(path)
     store.save({})
-    store.update(lambda sessions: None)
+    store.mutate(lambda sessions: None)
     assert store.delete("agent:main:main") is False
     assert store.patch("agent:main:main", {"x": 1}) is None
     after = os.stat(path)
@@ -1173,7 +1162,7 @@ def test_unparsable_legacy_file_raises_and_is_never_overwritten(tmp_path, conten
         lambda: store.get("agent:main:main"), lambda: store.updated_at("agent:main:main"),
         lambda: store.put("agent:main:main", {"n": 1}), lambda: store.patch("agent:main:main", {"n": 1}),
         lambda: store.update_entry("agent:main:main", lambda e: {"n": 1}),
-        lambda: store.delete("agent:main:main"), lambda: store.update(lambda s: s.clear()),
+        lambda: store.delete("agent:main:main"), lambda: store.mutate(lambda s: s.clear()),
         lambda: store.save({}), lambda: store.save({"agent:main:main": {"n": 1}}),
     ]
     for call in calls:

@@ -317,7 +317,7 @@ def test_all_bad_entry_files_at_once_keep_every_good_session(base, caplog):
     assert {name: (entries / name).read_bytes() for name in planted} == planted
     # Writes of good sessions still work around them, and they stay untouched.
     store.put("good-3", {"updatedAt": 14})
-    store.update(lambda s: s["good-1"].update(updatedAt=21))
+    store.mutate(lambda s: s["good-1"].update(updatedAt=21))
     assert store.load() == {**GOOD, "good-1": {**GOOD["good-1"], "updatedAt": 21},
                             "good-3": {"updatedAt": 14}}
     assert {name: (entries / name).read_bytes() for name in planted} == planted
@@ -432,7 +432,7 @@ def test_dotfiles_temp_files_noncanonical_names_dirs_and_fifos_are_ignored(base,
     # Writing the real keys creates their canonical files and touches nothing else.
     store.put("a", {"n": 1})
     store.put(long_a, {"n": 2})
-    store.update(lambda s: s.update({"b": {"n": 3}}))
+    store.mutate(lambda s: s.update({"b": {"n": 3}}))
     assert store.load() == {**GOOD, "a": {"n": 1}, long_a: {"n": 2}, "b": {"n": 3}}
     after = listing(entries)
     for name, item in before.items():
@@ -505,7 +505,7 @@ def test_delete_leaves_symlinks_in_place(evil):
     _unchanged(evil, outside_before, links_before)
     assert version_of(evil.base) == version
     # A whole-store delete of everything also leaves them alone.
-    evil.store.update(lambda s: s.clear())
+    evil.store.mutate(lambda s: s.clear())
     assert evil.store.load() == {}
     _unchanged(evil, outside_before, links_before)
     assert seq_of(evil.base) > seq
@@ -547,7 +547,7 @@ def test_multi_entry_commit_touching_a_symlink_is_refused_atomically(evil):
         sessions["evil"] = {"n": "overwrite"}
 
     with pytest.raises(UnsafeStoreError):
-        evil.store.update(mutate)
+        evil.store.mutate(mutate)
     with pytest.raises(UnsafeStoreError):
         evil.store.save({**GOOD, "evil": {"n": "overwrite"}})
     _unchanged(evil, outside_before, links_before)
@@ -777,7 +777,7 @@ def test_unsafe_directory_is_refused_and_nothing_written(base, which, how, value
         "patch": lambda: warm.patch("good-1", {"n": "new"}),
         "update_entry": lambda: warm.update_entry("new", lambda current: {"n": "new"}),
         "delete": lambda: warm.delete("good-2"),
-        "update": lambda: warm.update(lambda s: s.update({"new": {"n": "new"}})),
+        "update": lambda: warm.mutate(lambda s: s.update({"new": {"n": "new"}})),
         "save": lambda: warm.save({"new": {"n": "new"}}),
     }
     for label, operation in operations.items():
@@ -839,7 +839,7 @@ def test_bad_key_is_refused_everywhere(base, mode, key, non_str):
     }
     if isinstance(key, str) or key is None or isinstance(key, (int, float, bytes, tuple)):
         # hashable: usable as a mapping key in whole-store operations
-        operations["update"] = lambda: store.update(lambda s: s.__setitem__(key, {"n": 1}))
+        operations["update"] = lambda: store.mutate(lambda s: s.__setitem__(key, {"n": 1}))
         operations["save"] = lambda: store.save({**GOOD, key: {"n": 1}})
     for label, operation in operations.items():
         with pytest.raises(expected) as info:
@@ -862,7 +862,7 @@ def test_blocked_keys_are_refused_on_write_and_absent_on_read(base, mode, key):
         "put": lambda: store.put(key, {"n": 1}),
         "patch": lambda: store.patch(key, {"n": 1}),
         "update_entry": lambda: store.update_entry(key, lambda current: {"n": 1}),
-        "update": lambda: store.update(lambda s: s.__setitem__(key, {"n": 1})),
+        "update": lambda: store.mutate(lambda s: s.__setitem__(key, {"n": 1})),
         "save": lambda: store.save({"ok": {"n": 2}, key: {"n": 1}}),
     }
     for label, operation in writes.items():
@@ -942,7 +942,7 @@ def test_odd_keys_round_trip_and_stay_inside_the_store(base, tmp_path, mode):
     for index, key in enumerate(keys):
         assert loaded[norm[key]] == {"updatedAt": index, "key": key}, repr(key)
     # Whole-store operations and deletes with the same keys.
-    store.update(lambda s: [s[norm[k]].update(touched=True) for k in keys[::2]])
+    store.mutate(lambda s: [s[norm[k]].update(touched=True) for k in keys[::2]])
     for key in keys[::2]:
         assert store.get(key)["touched"] is True, repr(key)
     for key in keys[1::3]:
@@ -1003,7 +1003,7 @@ def test_every_write_stays_inside_the_store_directory(base, tmp_path):
     assert store.mode == "directory"
     for key in ODD_KEYS[:12]:
         store.put(key, {"k": key})
-    store.update(lambda s: s.update({"\\x": {"n": 1}, "../y": {"n": 2}}))
+    store.mutate(lambda s: s.update({"\\x": {"n": 1}, "../y": {"n": 2}}))
     store.save({key: {"k": key} for key in ODD_KEYS[5:20]})
     store.update_entry("a/../../b", lambda current: {"n": 3})
     store.patch("..", {"p": 1})
@@ -1057,8 +1057,8 @@ def _entry_writes(store, entry, key="good-1"):
         "put new": lambda: store.put("brand-new", entry),
         "update_entry existing": lambda: store.update_entry(key, lambda current: entry),
         "update_entry new": lambda: store.update_entry("brand-new", lambda current: entry),
-        "update add": lambda: store.update(lambda s: s.__setitem__("brand-new", entry)),
-        "update replace": lambda: store.update(lambda s: s.__setitem__(key, entry)),
+        "update add": lambda: store.mutate(lambda s: s.__setitem__("brand-new", entry)),
+        "update replace": lambda: store.mutate(lambda s: s.__setitem__(key, entry)),
         "save": lambda: store.save({**GOOD, "brand-new": entry}),
     }
     return ops
@@ -1201,7 +1201,7 @@ def test_update_with_bad_value_commits_nothing(base, mode):
                            (bad_key, InvalidKeyTypeError), (empty_key, InvalidKeyError),
                            (duplicate_after_normalising, InvalidKeyError), (raises, Boom)):
         with pytest.raises(error):
-            store.update(mutator)
+            store.mutate(mutator)
         assert listing(base) == before, mutator.__name__
         assert store.load() == GOOD, mutator.__name__
         if version is not None:
@@ -1400,7 +1400,7 @@ def test_update_write_failure_before_the_commit_point_keeps_the_old_state(base, 
     fail = DiskFull(fail_on=(fail_on,))
     monkeypatch.setattr(fsutil, "_write_all", fail)
     with pytest.raises(OSError) as info:
-        store.update(_three_way_update)
+        store.mutate(_three_way_update)
     assert info.value is fail.error
     assert fail.calls == fail_on  # the failure hit the write it was meant for
     monkeypatch.undo()
@@ -1409,7 +1409,7 @@ def test_update_write_failure_before_the_commit_point_keeps_the_old_state(base, 
     assert store.load() == GOOD
     assert SessionStore(base / "sessions.json", cache=False).load() == GOOD
     # The store keeps working.
-    store.update(_three_way_update)
+    store.mutate(_three_way_update)
     assert store.load() == NEW_STATE
 
 
@@ -1423,7 +1423,7 @@ def test_update_transient_rename_failure_is_never_a_mix(base, monkeypatch, targe
     fail = FailingReplace(name_for(target), times=1)
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError) as info:
-        store.update(_three_way_update)
+        store.mutate(_three_way_update)
     assert info.value is fail.error and fail.failed == 1
     monkeypatch.undo()
     assert_clean(base)
@@ -1439,7 +1439,7 @@ def test_update_state_bump_failure_after_the_commit_point_is_never_a_mix(base, m
     fail = DiskFull(fail_on=(5,))  # 3 temp files, the commit record, then state.json
     monkeypatch.setattr(fsutil, "_write_all", fail)
     with pytest.raises(OSError) as info:
-        store.update(_three_way_update)
+        store.mutate(_three_way_update)
     assert info.value is fail.error and fail.calls >= 5
     monkeypatch.undo()
     assert_clean(base)
@@ -1457,7 +1457,7 @@ def test_update_persistent_rename_failure_recovers_to_one_state(base, monkeypatc
     fail = FailingReplace(name_for(target))
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError) as info:
-        store.update(_three_way_update)
+        store.mutate(_three_way_update)
     assert info.value is fail.error
     monkeypatch.undo()
     loaded = SessionStore(base / "sessions.json", cache=False).load()

@@ -86,7 +86,7 @@ def check_directory_store(store_dir: Path, *, since_ms: int | None = None,
     # entry count and bytes maintenance reads instead of listing entries/),
     # and so are ``index`` and ``index.log`` (the listing index);
     # the reference ignores unknown files there.
-    allowed = {"entries", "state.json", "seq", "stats", "index", "index.log"}
+    allowed = {"entries", "state.json", "seq", "stats", "index", "index.log", "legacy-file"}
     assert set(os.listdir(root)) <= allowed, f"unexpected files in sessions.d: {sorted(set(os.listdir(root)) - allowed)}"
     assert not (root / "commit.json").exists()
 
@@ -388,9 +388,8 @@ def test_library_written_store_passes_the_checker_through_every_write_path(tmp_p
     path = tmp_path / "sessions.json"
     store = SessionStore(path)
     store.put("Agent:Main:Main", {"sessionId": "m", "lastChannel": "telegram", "updatedAt": 1})
-    assert store.mode == "legacy"
-    store.put("agent:main:telegram:dm:ПРИВЕТ", {"sessionId": "cyr", "updatedAt": 2})  # migrates
-    assert store.mode == "directory"
+    assert store.mode == "directory"  # a new store starts as a directory store
+    store.put("agent:main:telegram:dm:ПРИВЕТ", {"sessionId": "cyr", "updatedAt": 2})
     sessions = check_directory_store(tmp_path, since_ms=since)
     assert sessions == {
         "agent:main:main": {"updatedAt": 1, "sessionId": "m", "lastChannel": "telegram"},
@@ -418,16 +417,16 @@ def test_library_written_store_passes_the_checker_through_every_write_path(tmp_p
         all_sessions["Agent:Main:Added"] = {"sessionId": "added", "updatedAt": 7}
         all_sessions[HASHED_121] = {"sessionId": "hashed"}
 
-    step(lambda: store.update(mutate))
+    step(lambda: store.mutate(mutate))
     final = step(lambda: store.save({**store.load(), "agent:main:saved": {"updatedAt": 8}}))
     assert versions == sorted(versions), versions  # the version never goes back
     assert set(final) == {"agent:main:main", "agent:main:telegram:dm:привет", URLSAFE_KEY,
                           "agent:main:added", HASHED_121, "agent:main:saved"}
     assert final["agent:main:main"] == {"updatedAt": 4, "sessionId": "m", "lastChannel": "telegram",
                                         "lastTo": "x"}
-    # The legacy file went to a backup, never deleted.
+    # A new store never had a legacy file: none written, no backup of nothing.
     assert not path.exists()
-    assert len(list(tmp_path.glob("sessions.json.bak.*"))) == 1
+    assert list(tmp_path.glob("sessions.json.bak.*")) == []
 
 
 @pytest.mark.parametrize("options", [
@@ -444,7 +443,7 @@ def test_store_options_do_not_change_the_layout(tmp_path, options):
     store = SessionStore(path, **options)
     store.put("Mixed:Case:Key", {"n": 1, "updatedAt": 2})  # save-time migration
     store.put(LONG_KEY.upper(), {"n": 2})
-    store.update(lambda s: s.update({"Batch:A": {"n": 3}, "Batch:B": {"updatedAt": 4, "n": 4}}))
+    store.mutate(lambda s: s.update({"Batch:A": {"n": 3}, "Batch:B": {"updatedAt": 4, "n": 4}}))
     store.delete("Batch:A")
     sessions = check_directory_store(tmp_path, since_ms=since)
     fold = (lambda k: k) if options.get("lower_keys") is False else str.lower
@@ -461,7 +460,7 @@ def test_seq_file_is_the_8_byte_commit_counter(tmp_path):
     sizes = {"migrate": len(seq_path.read_bytes())}
     store.put("b", {"n": 2})
     sizes["put"] = len(seq_path.read_bytes())
-    store.update(lambda s: s.update({"c": {"n": 3}, "d": {"n": 4}}))
+    store.mutate(lambda s: s.update({"c": {"n": 3}, "d": {"n": 4}}))
     sizes["update"] = len(seq_path.read_bytes())
     store.delete("c")
     sizes["delete"] = len(seq_path.read_bytes())
@@ -523,10 +522,19 @@ def test_rollback_writes_a_complete_private_legacy_file(tmp_path):
 
 def test_library_written_legacy_file_is_a_private_json_object(tmp_path):
     path = tmp_path / "sessions.json"
-    SessionStore(path).put("Agent:A", {"updatedAt": 1, "label": "ü"})
+    path.write_text(json.dumps({"agent:a": {"updatedAt": 1}, "agent:b": {"label": "ü"}}))
+    os.chmod(path, 0o644)
+    store = SessionStore(path)
+    store.delete("Agent:A")  # a changing save: migrates
+    store.mutate(lambda sessions: sessions.clear())
+    sessionsd.rollback(path)  # the library writes the legacy file
     assert stat.S_ISREG(os.lstat(path).st_mode) and mode_of(path) == 0o600
-    assert json.loads(path.read_bytes()) == {"agent:a": {"updatedAt": 1, "label": "ü"}}
-    assert not (tmp_path / "sessions.d").exists()
+    assert json.loads(path.read_bytes()) == {}
+    path.write_text(json.dumps({"agent:a": {"updatedAt": 1, "label": "ü"}}))
+    os.chmod(path, 0o644)
+    SessionStore(path).delete("agent:a")  # the last session gone: rewritten in place, not migrated
+    assert stat.S_ISREG(os.lstat(path).st_mode) and mode_of(path) == 0o600
+    assert json.loads(path.read_bytes()) == {}
 
 
 # -- 3. entry file bytes: 2-space JSON, updatedAt first --------------------------------
@@ -582,7 +590,7 @@ def test_updated_at_is_first_whatever_the_write_path(tmp_path):
     store = SessionStore(path)
     store.patch("patched", {"b": 2, "updatedAt": 2})
     store.update_entry("via-fn", lambda e: {"x": 1, "updatedAt": 3})
-    store.update(lambda s: s.__setitem__("via-update", {"y": 1, "updatedAt": 4}))
+    store.mutate(lambda s: s.__setitem__("via-update", {"y": 1, "updatedAt": 4}))
     store.save({**store.load(), "via-save": {"z": 1, "updatedAt": 5}})
     expected = {
         "migrated": {"a": 1, "updatedAt": 1},

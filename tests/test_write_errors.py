@@ -38,7 +38,7 @@ def test_something_in_the_way_of_an_entry_is_named(tmp_path, kind, operation):
         if operation == "put":
             store.put("agent:main:x", {"n": 2})
         elif operation == "update":
-            store.update(lambda s: s.__setitem__("agent:main:x", {"n": 2}))
+            store.mutate(lambda s: s.__setitem__("agent:main:x", {"n": 2}))
         else:
             store.update_entry("agent:main:x", lambda e: {"n": 2})
     message = str(info.value)

@@ -32,7 +32,7 @@ def invariant_writer(path: str, rounds: int) -> dict:
                 sessions["c"] = {"n": i}
             else:
                 sessions.pop("c", None)
-        store.update(mutate)
+        store.mutate(mutate)
     return {"rounds": rounds}
 
 
@@ -57,7 +57,7 @@ def invariant_reader(path: str, seconds: float) -> dict:
 
 def hold_lock(path: str, heavy: bool, seconds: float) -> dict:
     store = SessionStore(path)
-    with store._lock.hold(heavy=heavy):
+    with store._backend._lock.hold(heavy=heavy):
         print("locked", flush=True)
         time.sleep(seconds)
     return {"held": seconds}
@@ -75,10 +75,10 @@ def put_many(path: str, prefix: str, count: int) -> dict:
 
 
 def crash(path: str, point: str, operation: str) -> dict:
-    import sessionsd._faults as faults
+    from crashpoints import crash_at
 
     store = SessionStore(path, durability="none")
-    faults.POINTS.add(point)
+    crash_at(point)
     if operation == "put":
         store.put("a", {"n": "new"})
     elif operation == "delete":
@@ -89,7 +89,7 @@ def crash(path: str, point: str, operation: str) -> dict:
             sessions["b"]["n"] = "new"
             del sessions["c"]
             sessions["d"] = {"n": "new"}
-        store.update(mutate)
+        store.mutate(mutate)
     elif operation == "migrate":
         sessionsd.migrate(path)
     elif operation == "rollback":

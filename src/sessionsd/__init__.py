@@ -18,6 +18,7 @@ from ._codec import (
     scan_entries,
     validate_key,
 )
+from ._open import open_store as open  # noqa: A001 - sessionsd.open, as dbm.open and shelve.open
 from .errors import (
     BlockedKeyError,
     CorruptStoreError,
@@ -26,8 +27,11 @@ from .errors import (
     InvalidKeyError,
     InvalidKeyTypeError,
     KeyCollisionError,
+    SchemaVersionError,
     SessionsdError,
+    SharedStoreError,
     StoreClosedError,
+    StoreConnectionError,
     StoreLockTimeout,
     UnsafeStoreError,
 )
@@ -50,6 +54,7 @@ __all__ = [
     "scan_entries",
     "validate_key",
     "SessionStore",
+    "open",
     "Detection",
     "MigrationResult",
     "detect",
@@ -63,7 +68,10 @@ __all__ = [
     "InvalidKeyTypeError",
     "KeyCollisionError",
     "SessionsdError",
+    "SharedStoreError",
     "StoreClosedError",
+    "StoreConnectionError",
+    "SchemaVersionError",
     "StoreLockTimeout",
     "UnsafeStoreError",
 ]

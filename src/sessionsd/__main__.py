@@ -1,3 +1,5 @@
+"""``python -m sessionsd``: the command line (see :mod:`sessionsd.cli`)."""
+
 import sys
 
 from .cli import main

@@ -24,6 +24,7 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from . import _faults, _json
@@ -49,6 +50,7 @@ from ._fsutil import (
     write_new,
 )
 from ._layout import BLOCKED_KEYS, State, StorePaths, read_state, state_bytes
+from ._types import Durability, Entries, Entry, check_durability
 from .errors import KeyCollisionError, UnsafeStoreError
 
 __all__ = ["DirectoryStore", "Snapshot", "Change", "Stats"]
@@ -83,10 +85,13 @@ class Stats:
         self.seq = seq
 
     def pack(self, seq: int) -> bytes:
+        """The 40 bytes of the stats file for these figures, written at *seq*."""
         return _STATS.pack(seq, self.version, self.count, self.bytes, self.last_sweep)
 
     @classmethod
     def unpack(cls, data: bytes) -> Stats | None:
+        """The figures in a stats file's bytes; None when they are not 40
+        bytes or record "unknown" (version 0)."""
         if len(data) != _STATS.size:
             return None
         seq, version, count, size, last_sweep = _STATS.unpack(data)
@@ -108,7 +113,7 @@ class Snapshot:
 
     __slots__ = ("token", "entries", "names", "skipped")
 
-    def __init__(self, token: tuple[int, int], entries: dict[str, dict],
+    def __init__(self, token: tuple[int, int], entries: Entries,
                  names: dict[str, str], skipped: list[tuple[str, str]]) -> None:
         self.token = token
         self.entries = entries
@@ -124,10 +129,10 @@ class DirectoryStore:
     """The on-disk operations of one directory store.  Stateless apart from
     settings and two per-process facts (recovery checked, case sensitivity)."""
 
-    def __init__(self, paths: StorePaths, durability: str = "file",
+    def __init__(self, paths: StorePaths, durability: Durability = "file",
                  bump_version_on_write: bool = False) -> None:
         self.paths = paths
-        self.durability = durability
+        self.durability: Durability = check_durability(durability)
         self.bump_version_on_write = bump_version_on_write
         self.entry_prefix = paths.entries + os.sep
         self._commit_checked = False
@@ -143,14 +148,15 @@ class DirectoryStore:
         #: Set by a commit whose journal outgrew its base (the caller compacts).
         self.index_compact_due = False
         #: (prev token, next token, ops) of this object's last journal record.
-        self.last_journal: tuple | None = None
+        self.last_journal: tuple[tuple[int, int, int], tuple[int, int, int], list[list[Any]]] | None = None
 
     # -- reads (no lock) ------------------------------------------------------
 
     def entry_path(self, name: str) -> str:
+        """The path of entry file *name*."""
         return self.entry_prefix + name
 
-    def read_entry(self, key: str, name: str) -> dict | None:
+    def read_entry(self, key: str, name: str) -> Entry | None:
         """The entry stored for *key* (already normalised), or ``None``.
 
         An entry file this process may not read raises ``PermissionError``:
@@ -176,16 +182,20 @@ class DirectoryStore:
         return self.read_updated_at_fully(key, name)
 
     def read_updated_at_fully(self, key: str, name: str) -> tuple[bool, Any]:
+        """:meth:`read_updated_at` by a full parse of the entry file."""
         entry = self.read_entry(key, name)
         if entry is None:
             return (False, None)
         return (True, entry.get("updatedAt"))
 
     def read_seq(self) -> int:
+        """The commit counter (seqlock) now: odd while a commit is under
+        way; 0 when there is no seq file (a store the reference wrote)."""
         data = read_regular(self.paths.seq, _SEQ.size)
         if data is None or len(data) < _SEQ.size:
             return 0  # a store written by the reference code has no seq
-        return _SEQ.unpack(data)[0]
+        seq: int = _SEQ.unpack(data)[0]
+        return seq
 
     def snapshot(self, state: State, seq: int, reuse: Snapshot | None = None,
                  dirty: dict[str, str] | None = None) -> Snapshot:
@@ -220,13 +230,13 @@ class DirectoryStore:
             raise _Retry
         return Snapshot((state.version, seq), entries, names, skipped)
 
-    def _read_all(self) -> tuple[dict[str, dict], dict[str, str], list[tuple[str, str]]]:
+    def _read_all(self) -> tuple[Entries, dict[str, str], list[tuple[str, str]]]:
         """Every entry in ``entries/``, its file name, and ``(name, reason)``
         for every other name there: non-entries first (the scan's reasons:
         temp file, dotfile, symlink, ...), then entry files that could not be
         used (unreadable, corrupt, impostor).  One unreadable file (EACCES)
         is skipped, not fatal: the rest of the store stays usable."""
-        entries: dict[str, dict] = {}
+        entries: Entries = {}
         names: dict[str, str] = {}
         loads = _json.loads
         blocked = BLOCKED_KEYS
@@ -247,7 +257,7 @@ class DirectoryStore:
                 if number + 1 < len(batches):
                     pending = prefetch_files(where, [n for n, _ in batches[number + 1]])
                 for (name, inline_key), data in zip(batch, contents, strict=True):
-                    if type(data) is not bytes:
+                    if not isinstance(data, bytes):
                         if data is None:
                             skipped.append((name, "vanished or not a regular file"))
                             continue
@@ -379,7 +389,12 @@ class DirectoryStore:
         """Close the commit: record the statistics (or that they are
         unknown), then make seq even."""
         try:
-            os.pwrite(self._stats_fd, _NO_STATS if stats is None else stats.pack(odd + 1), 0)
+            stats_fd = self._stats_fd
+            if stats_fd is not None:
+                os.pwrite(stats_fd, _NO_STATS if stats is None else stats.pack(odd + 1), 0)
+            # else: the stats file was never opened (or already closed):
+            # nothing is recorded at the new seq, which leaves the figures
+            # "unknown" -- a recorded seq older than the new one never matches.
             self._set_seq(fd, odd + 1)
         finally:
             self._abandon(fd)
@@ -410,7 +425,7 @@ class DirectoryStore:
             return
         self._journal_mtime = os.lstat(self.paths.entries).st_mtime_ns
 
-    def _journal(self, version_before: int, version_after: int, odd: int, ops: list) -> None:
+    def _journal(self, version_before: int, version_after: int, odd: int, ops: list[list[Any]]) -> None:
         """Append this commit's record: after every rename, while seq is
         still odd, so no reader uses it before the commit is complete.  A
         failed append is not the commit's failure: without its record the
@@ -435,7 +450,7 @@ class DirectoryStore:
             _log.debug("listing index journal not appended (%s): readers will repair it", exc)
 
     @staticmethod
-    def _row(name: str, key: str, data: bytes, row: list | None) -> list:
+    def _row(name: str, key: str, data: bytes, row: list[Any] | None) -> list[Any]:
         """The index row of an entry being written: *row* as the caller
         computed it with the bytes, else parsed from *data*."""
         if row is not None:
@@ -492,7 +507,7 @@ class DirectoryStore:
         self._apply(record)
         os.unlink(self.paths.commit)
 
-    def _apply(self, record: dict) -> None:
+    def _apply(self, record: dict[str, Any]) -> None:
         prefix = self.entry_prefix
         for temp, name in record.get("renames", []):
             try:
@@ -587,7 +602,7 @@ class DirectoryStore:
         return temp, old_size
 
     def write_one(self, name: str, key: str, data: bytes | None,
-                  version: int, row: list | None = None) -> tuple[bool, int, Stats | None]:
+                  version: int, row: list[Any] | None = None) -> tuple[bool, int, Stats | None]:
         """Write (or, with ``data=None``, delete) one entry.
 
         Invariant: the entry file is replaced by one rename; seq is odd from
@@ -667,8 +682,8 @@ class DirectoryStore:
         self._end(fd, odd, stats)
         return changed, odd - 1, stats
 
-    def commit(self, changes: list[Change],
-               rows: dict[str, list] | None = None) -> tuple[int, Stats | None]:
+    def commit(self, changes: Sequence[Change],
+               rows: dict[str, list[Any]] | None = None) -> tuple[int, Stats | None]:
         """Apply *changes* as one atomic commit and bump ``state.json``.
         *rows* (key -> ``index.entry_row``) are the listing-index rows of
         what is written (parsed from the bytes when missing).
@@ -687,8 +702,8 @@ class DirectoryStore:
         stats = self._stats if self._stats is not None and state is not None \
             and self._stats.version == state.version else None
         try:
-            renames = []
-            deletes = []
+            renames: list[list[str]] = []
+            deletes: list[str] = []
             _faults.hit("multi:seq-odd")
             for name, key, data in changes:
                 if data is None:

@@ -13,6 +13,7 @@ from typing import Any
 from . import _json
 from ._codec import encode_key, validate_key
 from ._layout import BLOCKED_KEYS
+from ._types import Entry
 from .errors import InvalidEntryError, InvalidKeyError
 
 __all__ = ["encode_document", "decode_document"]
@@ -43,7 +44,7 @@ def encode_document(key: str, entry: Any) -> bytes:
     return data
 
 
-def _entry_error(key: str, entry: dict, exc: BaseException | None) -> InvalidEntryError:
+def _entry_error(key: str, entry: Entry, exc: BaseException | None) -> InvalidEntryError:
     """The error for an entry ``dumps`` refused (*exc*) or wrote lossily."""
     found = _json.find_problem(entry, depth=2)  # the document object is level 1
     if found is None:  # the walk and the encoder disagree: say what the encoder said
@@ -68,7 +69,7 @@ def _parse(data: bytes) -> Any:
         raise
 
 
-def decode_document(data: bytes, name: str, inline_key: str | None) -> tuple[str, dict] | str:
+def decode_document(data: bytes, name: str, inline_key: str | None) -> tuple[str, Entry] | str:
     """``(key, entry)`` for a valid entry file, else the reason it is skipped.
 
     *inline_key* is the key the file name encodes, ``None`` for a hashed name.

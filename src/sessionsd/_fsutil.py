@@ -15,6 +15,7 @@ import stat
 import sys
 import time
 
+from ._types import DURABILITY_MODES, Durability, check_durability
 from .errors import UnsafeStoreError
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 IS_WINDOWS = sys.platform == "win32"
-DURABILITY_MODES = ("none", "file", "full")
+# DURABILITY_MODES is re-exported from ._types (its home): the modes' names.
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -159,9 +160,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_new(path: str, data: bytes, durability: str) -> None:
+def write_new(path: str, data: bytes, durability: Durability) -> None:
     """Create *path* (which must not exist) holding *data*, mode 0600; fsync
-    it unless *durability* is ``"none"``.  A partial file is removed."""
+    it unless *durability* is ``"none"``.  A partial file is removed.
+
+    Raises ``ValueError`` for a *durability* that is not a :data:`Durability`
+    (before anything is created), ``OSError`` as the system reports it."""
+    if durability not in DURABILITY_MODES:
+        check_durability(durability)  # raises, naming the accepted values
     fd = os.open(path, CREATE_FLAGS, 0o600)
     try:
         _write_all(fd, data)
@@ -211,14 +217,17 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, durability: str = "file") -> None:
+def write_atomic(path: str, data: bytes, durability: Durability = "file") -> None:
     """Replace *path* with *data* atomically (temp file + rename), mode 0600.
 
     ``durability``: ``"none"`` survives process crashes; ``"file"`` also
     fsyncs the temp file before the rename, so power loss can never leave an
     empty or partial file; ``"full"`` also fsyncs the directory, so the
-    rename itself is durable when this returns.
+    rename itself is durable when this returns.  Another *durability*
+    raises ``ValueError`` before anything is written.
     """
+    if durability not in DURABILITY_MODES:
+        check_durability(durability)  # raises, naming the accepted values
     directory, name = os.path.split(path)
     temp = os.path.join(directory, temp_name(name))
     write_new(temp, data, durability)

@@ -34,6 +34,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 try:  # pragma: no cover - which branch runs depends on the interpreter
@@ -81,15 +82,18 @@ class _Encoder(json.JSONEncoder):
         super().__init__(ensure_ascii=False, indent=2, check_circular=True, allow_nan=True,
                          separators=(",", ": "), default=_default)
 
-    def iterencode(self, o: Any, _one_shot: bool = False):
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
+        """The chunks of *o*'s encoding, floats formatted as orjson does."""
+
         def floatstr(value: float, *_args: Any) -> str:
             return _float_text(value)
 
-        return json.encoder._make_iterencode(  # type: ignore[attr-defined]
+        chunks: Iterator[str] = json.encoder._make_iterencode(  # type: ignore[attr-defined]  # private, unstubbed
             {} if self.check_circular else None, self.default, json.encoder.py_encode_basestring,
             self.indent, floatstr, self.key_separator, self.item_separator,
             False, False, _one_shot,
         )(o, 0)
+        return chunks
 
 
 #: orjson refuses data nested deeper than this many containers.
@@ -159,6 +163,9 @@ else:  # pragma: no cover
         return value
 
     def loads(data: bytes | str) -> Any:
+        """Parse JSON *data* as orjson does: NaN, infinities and numbers
+        that overflow a double are refused (``ValueError``), data nested
+        too deeply raises :class:`DepthError`."""
         try:
             return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
         except RecursionError:
@@ -272,7 +279,7 @@ _PATH_KEY_CHARS = 40
 _PATH_PARTS = 8
 
 
-def format_path(path: list | tuple) -> str:
+def format_path(path: Sequence[str | int]) -> str:
     """``stats.ratio``, ``tags[0]``, ``meta["a b"]`` -- shortened when long
     (many levels, long keys) so a message stays readable."""
     parts = []
@@ -344,7 +351,7 @@ def _surrogate_problem(text: str, what: str) -> str | None:
     return None
 
 
-def find_problem(value: Any, depth: int = 1) -> tuple[list, str] | None:
+def find_problem(value: Any, depth: int = 1) -> tuple[list[str | int], str] | None:
     """``(path, reason)`` of the first part of *value* that cannot be stored
     as JSON the way :func:`dumps` writes it, or None.
 
@@ -356,9 +363,10 @@ def find_problem(value: Any, depth: int = 1) -> tuple[list, str] | None:
 
     Iterative and cycle-safe: meant for the error path (it is a full walk).
     """
-    path: list = []      # path[i]: the key or index being visited in frames[i]
-    active: list = []    # id() of each container on the path (cycle check)
-    frames: list = []    # (iterator of (key, child), is_dict) per container on the path
+    path: list[Any] = []  # path[i]: the key or index being visited in frames[i] (None before the first)
+    active: list[int] = []  # id() of each container on the path (cycle check)
+    # (iterator of (key, child), is_dict) per container on the path
+    frames: list[tuple[Iterator[tuple[Any, Any]], bool]] = []
 
     def enter(item: Any, level: int) -> str | None:
         while isinstance(item, enum.Enum):

@@ -7,7 +7,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import _json
 from ._fsutil import check_private_dir, read_regular
@@ -35,7 +35,16 @@ LOCK_NAME = "sessions.json.lock"
 
 
 def now_ms() -> int:
+    """The wall clock in whole milliseconds since the epoch (``updatedAt``'s unit)."""
     return time.time_ns() // 1_000_000
+
+
+#: ``sessions.d/legacy-file``: the name of the store file a directory store
+#: belongs to (sessionsd's addition, written when it creates the store).
+LEGACY_FILE_RECORD = "legacy-file"
+
+#: The legacy file's name in a store directory (the reference's default).
+DEFAULT_STORE_NAME = "sessions.json"
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,19 @@ class StorePaths:
 
     @classmethod
     def from_store_path(cls, store_path: str | os.PathLike[str]) -> StorePaths:
+        """The paths of the store whose legacy file is *store_path* (made
+        absolute; the lock is named after the directory's real path).
+
+        A path ending in ``.json`` (or naming an existing file) is the store
+        file.  Any other path names the store's directory, existing or not:
+        the directory store ``…/sessions.d`` itself, or the directory holding
+        it; either means ``<that directory>/sessions.json``.  (A directory
+        named ``*.json`` is a store file that is not a file, and is reported
+        as such.)"""
         store = os.path.abspath(os.fspath(store_path))
+        if not store.endswith(".json") and not os.path.isfile(store):
+            parent = os.path.dirname(store) if os.path.basename(store) == ROOT_NAME else store
+            store = os.path.join(parent, DEFAULT_STORE_NAME)
         directory = os.path.dirname(store)
         root = os.path.join(directory, ROOT_NAME)
         return cls(
@@ -72,15 +93,19 @@ class StorePaths:
         )
 
     def staging(self, pid: int, ms: int) -> str:
+        """The staging directory a migration by process *pid* builds at time *ms*."""
         return os.path.join(self.dir, f"{ROOT_NAME}.staging-{pid}-{ms}")
 
     def orphan(self, ms: int) -> str:
+        """Where an inactive ``sessions.d`` moved aside at time *ms* goes."""
         return os.path.join(self.dir, f"{ROOT_NAME}.orphan.{ms}")
 
     def legacy_backup(self, ms: int) -> str:
+        """The backup name ``sessions.json.bak.<ms>`` of the legacy file."""
         return f"{self.store}.bak.{ms}"
 
     def directory_backup(self, ms: int) -> str:
+        """The backup name ``sessions.d.bak.<ms>`` a rollback gives ``sessions.d``."""
         return f"{self.root}.bak.{ms}"
 
 
@@ -96,14 +121,16 @@ class State:
 
     version: int
     updated_at: float
-    extra: dict
-    identity: tuple = ()
+    extra: dict[str, Any]
+    identity: tuple[int, ...] = ()
 
     def bumped(self) -> State:
+        """The next state: version + 1, updated now, the same extra fields
+        (no identity: it is the next read's to fill in)."""
         return State(self.version + 1, now_ms(), self.extra)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -130,7 +157,7 @@ def parse_state(data: bytes) -> State | None:
     return State(int(version), updated, extra)
 
 
-def _is_integral(value: Any) -> bool:
+def _is_integral(value: object) -> TypeGuard[int | float]:
     """An integer in value, as JavaScript's ``Number.isInteger`` sees it:
     ``3``, ``3.0`` and ``3e0`` count; bools, strings, ``3.5`` and
     non-finite floats do not."""
@@ -142,14 +169,17 @@ def _is_integral(value: Any) -> bool:
 
 
 def state_bytes(state: State) -> bytes:
-    doc = {"kind": STATE_KIND, "layoutVersion": LAYOUT_VERSION, "version": state.version,
-           "updatedAt": state.updated_at}
+    """The bytes of ``state.json`` for *state* (its known fields first,
+    then the extra ones)."""
+    doc: dict[str, Any] = {"kind": STATE_KIND, "layoutVersion": LAYOUT_VERSION,
+                           "version": state.version, "updatedAt": state.updated_at}
     doc.update(state.extra)
     return _json.dumps(doc)
 
 
 def read_state(paths: StorePaths, *, check_safety: bool = True,
-               memo: list | None = None) -> State | None:
+               memo: list[tuple[tuple[int, ...] | None, State | None] | None] | None = None
+               ) -> State | None:
     """The activity rule: the :class:`State` of an active directory store,
     ``None`` when ``sessions.d`` is not an active store (missing, a symlink,
     half-built, foreign, invalid ``state.json``).
@@ -172,7 +202,7 @@ def read_state(paths: StorePaths, *, check_safety: bool = True,
             return None
         infos.append((path, info))
     state: State | None
-    signature = None
+    signature: tuple[int, ...] | None = None
     if memo is not None:
         try:
             info = os.lstat(paths.state)

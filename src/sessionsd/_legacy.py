@@ -10,12 +10,13 @@ Writes replace the whole file atomically, mode 0600.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from . import _json
 from ._fsutil import write_atomic
 from ._layout import BLOCKED_KEYS, StorePaths
+from ._types import Durability, Entries, Entry, FileToken, KeyNormalizer, check_durability
 from .errors import CorruptStoreError, InvalidKeyError
 
 __all__ = ["LegacySnapshot", "LegacyStore", "parse_legacy", "normalize_entries"]
@@ -119,15 +120,15 @@ def _parse_json5(data: bytes) -> Any:
         return _FAILED
 
 
-def _updated_at(entry: dict) -> float:
+def _updated_at(entry: Entry) -> float:
     value = entry.get("updatedAt")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     return 0
 
 
-def normalize_entries(source: dict, normalize: Callable[[Any], str]
-                      ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+def normalize_entries(source: Mapping[str, Any], normalize: KeyNormalizer
+                      ) -> tuple[Entries, list[tuple[str, str]]]:
     """Normalise keys of a legacy object store.
 
     No session is dropped for its value: a value that is not a JSON object
@@ -139,8 +140,10 @@ def normalize_entries(source: dict, normalize: Callable[[Any], str]
     (they cannot be stored under any name); case variants of one key
     collapse to the entry with the greatest ``updatedAt`` (ties: the later
     one wins), the others listed.
+
+    Returns ``(entries by normalised key, [(raw key, why it was dropped)])``.
     """
-    result: dict[str, dict] = {}
+    result: Entries = {}
     origin: dict[str, str] = {}
     dropped: list[tuple[str, str]] = []
     for raw_key, entry in source.items():
@@ -174,8 +177,8 @@ class LegacySnapshot:
 
     __slots__ = ("token", "entries", "exists", "is_object", "raw_count", "dropped", "used_json5")
 
-    def __init__(self, token: tuple | None, entries: dict[str, dict], *, exists: bool,
-                 is_object: bool, raw_count: int, dropped: list, used_json5: bool) -> None:
+    def __init__(self, token: FileToken | None, entries: Entries, *, exists: bool,
+                 is_object: bool, raw_count: int, dropped: list[tuple[str, str]], used_json5: bool) -> None:
         self.token = token
         self.entries = entries
         self.exists = exists
@@ -186,13 +189,19 @@ class LegacySnapshot:
 
 
 class LegacyStore:
-    def __init__(self, paths: StorePaths, durability: str,
-                 normalize: Callable[[Any], str]) -> None:
+    """The legacy ``sessions.json`` of one store: read whole, written whole.
+
+    *durability* is that of every write (a ``ValueError`` names the
+    accepted values when it is none of them); *normalize* is the store's
+    key rule, applied to every key read."""
+
+    def __init__(self, paths: StorePaths, durability: Durability,
+                 normalize: KeyNormalizer) -> None:
         self.paths = paths
-        self.durability = durability
+        self.durability: Durability = check_durability(durability)
         self.normalize = normalize
 
-    def token(self) -> tuple | None:
+    def token(self) -> FileToken | None:
         """Validator of the file's content; ``None`` when there is no file.
 
         Our writes always rename a new inode into place, so an equal token
@@ -231,7 +240,7 @@ class LegacyStore:
         return LegacySnapshot(token, entries, exists=True, is_object=True, raw_count=len(value),
                               dropped=dropped, used_json5=used_json5)
 
-    def write(self, entries: dict[str, dict]) -> None:
+    def write(self, entries: Entries) -> None:
         """Replace the file with *entries* (temp file + rename, 0600)."""
         os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
         write_atomic(self.paths.store, _json.dumps(entries), self.durability)

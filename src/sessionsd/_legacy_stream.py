@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from . import _json
 from ._codec import ObjectSplitter, SplitError
 from ._fsutil import open_for_reading
 from ._legacy import normalize_entries, parse_legacy
+from ._types import Entries, Entry, KeyNormalizer, ProgressCallback
 
 __all__ = ["WHOLE_FILE_BYTES"]
 
@@ -40,9 +40,15 @@ WHOLE_FILE_BYTES = 64 * 1024 * 1024
 _CHUNK_BYTES = 8 * 1024 * 1024
 
 
+_Kind = Literal["missing", "invalid", "empty", "ready"]
+
+
 @dataclass
 class _Inspection:
-    kind: str  # missing | invalid | empty | ready
+    """What the legacy file held: its *kind*, how many members it had and
+    how many entries they normalise to, and what to tell the operator."""
+
+    kind: _Kind
     raw_count: int = 0
     count: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -106,15 +112,30 @@ class _NotStrict(Exception):
 class _Grown(Exception):
     """More bytes were read than the limit allows (the file grew)."""
 
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size, limit)
         self.size = size
+        self.limit = limit
+
+
+class _Sink(Protocol):
+    """Where the entries read go, one at a time."""
+
+    def put(self, key: str, entry: Entry) -> None:
+        """Take the entry of a key not seen before."""
+
+    def replace(self, key: str, entry: Entry) -> None:
+        """Take a new winner for a key already put (a later duplicate or
+        case variant)."""
+
+    def reset(self) -> None:
+        """Forget everything put so far (the read was refused part-way)."""
 
 
 class _CountSink:
     """Keeps nothing (detection: counts only)."""
 
-    def put(self, key: str, entry: dict) -> None:
+    def put(self, key: str, entry: Entry) -> None:
         pass
 
     replace = put
@@ -127,9 +148,9 @@ class _DictSink:
     """Keeps the entries (the merge into an active directory store)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, dict] = {}
+        self.entries: Entries = {}
 
-    def put(self, key: str, entry: dict) -> None:
+    def put(self, key: str, entry: Entry) -> None:
         self.entries[key] = entry
 
     replace = put
@@ -138,7 +159,7 @@ class _DictSink:
         self.entries = {}
 
 
-def _updated_at(entry: dict) -> float:
+def _updated_at(entry: Entry) -> float:
     value = entry.get("updatedAt")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
@@ -172,7 +193,7 @@ class _Collector:
     """Turns the members of the legacy object into normalised entries for a
     sink, exactly as ``normalize_entries(json.loads(file))`` would."""
 
-    def __init__(self, fd: int, normalize: Callable[[Any], str], sink) -> None:
+    def __init__(self, fd: int, normalize: KeyNormalizer, sink: _Sink) -> None:
         self.fd = fd
         self.normalize = normalize
         self.sink = sink
@@ -181,7 +202,7 @@ class _Collector:
         # raw key -> [first position, updatedAt, packed place of its last
         # value], and `staged`: the packed place of the value in the sink.
         self.first: dict[str, int] = {}
-        self.variants: dict[str, dict[str, list]] = {}
+        self.variants: dict[str, dict[str, list[Any]]] = {}
         self.staged: dict[str, int] = {}
         self.dropped: set[str] = set()  # raw keys no entry can be stored under
 
@@ -190,13 +211,13 @@ class _Collector:
         return (len(self.first) + len(self.dropped)
                 + sum(len(variants) - 1 for variants in self.variants.values()))
 
-    def _entry(self, raw_key: str, value: Any) -> tuple[str, dict] | None:
+    def _entry(self, raw_key: str, value: Any) -> tuple[str, Entry] | None:
         normalized, _dropped = normalize_entries({raw_key: value}, self.normalize)
         if not normalized:
             return None
         return next(iter(normalized.items()))
 
-    def _parse(self, data, key_span: tuple[int, int], value_span: tuple[int, int],
+    def _parse(self, data: bytes | bytearray, key_span: tuple[int, int], value_span: tuple[int, int],
                start: int) -> tuple[str, Any]:
         try:
             raw_key = _json.loads(data[key_span[0]:key_span[1]])
@@ -208,15 +229,22 @@ class _Collector:
             raise _NotStrict(f"{exc} (in the value of {raw_key!r}, the member at byte {start})") from None
         return raw_key, value
 
-    def _reread(self, packed: int) -> tuple[str, dict]:
+    def _reread(self, packed: int) -> tuple[str, Entry]:
         """The raw key and normalised entry of the member at *packed*."""
         start, length = divmod(packed, _SPAN)
         data = b"{" + _pread(self.fd, length, start) + b"}"
         [(k0, k1, v0, v1)] = ObjectSplitter().scan(data, 0, final=True)
         raw_key, value = self._parse(data, (k0, k1), (v0, v1), start)
-        return raw_key, self._entry(raw_key, value)[1]
+        normalized = self._entry(raw_key, value)
+        if normalized is None:
+            # It gave an entry when first read: the file changed in place.
+            raise _NotStrict(f"the member at byte {start} changed while the file was read")
+        return raw_key, normalized[1]
 
-    def add(self, data, base: int, member: tuple[int, int, int, int]) -> None:
+    def add(self, data: bytes | bytearray, base: int, member: tuple[int, int, int, int]) -> None:
+        """Parse *member* (its key start, key end, value start and value
+        end, as file offsets; *data* holds the file from offset *base*) and
+        hand its entry to the sink, or record why it has none."""
         start, key_end, value_start, value_end = member
         raw_key, value = self._parse(data, (start - base, key_end - base),
                                      (value_start - base, value_end - base), start)
@@ -248,8 +276,8 @@ class _Collector:
             self.staged[key] = winner
 
 
-def _stream(fd: int, normalize: Callable[[Any], str], sink, max_bytes: int | None,
-            size: int, progress: Callable[[int, int], None] | None,
+def _stream(fd: int, normalize: KeyNormalizer, sink: _Sink, max_bytes: int | None,
+            size: int, progress: ProgressCallback | None,
             chunk_bytes: int | None = None) -> tuple[int, int, bool]:
     """Split, parse and hand over every entry of the legacy file open at
     *fd*: ``(raw count, normalised count, had a byte order mark)``.  Raises
@@ -264,7 +292,7 @@ def _stream(fd: int, normalize: Callable[[Any], str], sink, max_bytes: int | Non
     while True:
         chunk = os.read(fd, max(chunk_bytes, len(_BOM)) if done == 0 else chunk_bytes)
         if max_bytes is not None and done + len(chunk) > max_bytes:
-            raise _Grown(done + len(chunk))
+            raise _Grown(done + len(chunk), max_bytes)
         if done == 0 and chunk.startswith(_BOM):
             # What JSON5 (and so the whole-file reader) accepts: read past it.
             chunk = b"   " + chunk[3:]
@@ -287,7 +315,7 @@ def _stream(fd: int, normalize: Callable[[Any], str], sink, max_bytes: int | Non
             return collector.raw_count, len(collector.first), bom
 
 
-def _read_whole(fd: int, normalize: Callable[[Any], str], sink) -> _Inspection:
+def _read_whole(fd: int, normalize: KeyNormalizer, sink: _Sink) -> _Inspection:
     """The whole-file reader (small files the strict splitter refused):
     strict JSON, then JSON5, as legacy mode reads them."""
     os.lseek(fd, 0, os.SEEK_SET)
@@ -316,8 +344,8 @@ def _read_whole(fd: int, normalize: Callable[[Any], str], sink) -> _Inspection:
                        warnings=warnings)
 
 
-def _read_legacy(path: str, normalize: Callable[[Any], str], max_bytes: int | None, sink,
-                 progress: Callable[[int, int], None] | None = None) -> _Inspection:
+def _read_legacy(path: str, normalize: KeyNormalizer, max_bytes: int | None, sink: _Sink,
+                 progress: ProgressCallback | None = None) -> _Inspection:
     """Read the legacy file at *path* into *sink*; what it holds.
 
     The one rule of every migration path (SPEC §6): a symlink or a
@@ -353,7 +381,7 @@ def _read_legacy(path: str, normalize: Callable[[Any], str], max_bytes: int | No
                 progress(size, size)  # read to the end (the file may have shrunk)
         except _Grown as grown:
             sink.reset()
-            return _too_big(grown.size, max_bytes)
+            return _too_big(grown.size, grown.limit)
         except _NotStrict as failure:
             sink.reset()
             if failure.empty:

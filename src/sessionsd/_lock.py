@@ -56,6 +56,8 @@ class StoreLock:
 
     _registry: dict[str, StoreLock] = {}
     _registry_mutex = threading.Lock()
+    #: Store objects attached (see :meth:`attach`); set in ``__init__``.
+    _users: int
 
     @classmethod
     def for_path(cls, path: str) -> StoreLock:
@@ -67,7 +69,33 @@ class StoreLock:
                 lock = cls._registry[path] = cls(path)
             return lock
 
+    @classmethod
+    def attach(cls, path: str) -> StoreLock:
+        """:meth:`for_path`, counted: a store object attaches when it opens
+        and :meth:`detach`es when it closes, so the last one out closes the
+        descriptor and removes the owner file.  The object itself stays in
+        the registry: one path must keep one lock object in a process (two
+        would not be re-entrant with each other), and it costs a few
+        hundred bytes; the descriptor is opened again on the next hold."""
+        with cls._registry_mutex:
+            lock = cls._registry.get(path)
+            if lock is None:
+                lock = cls._registry[path] = cls(path)
+            lock._users += 1
+            return lock
+
+    def detach(self) -> None:
+        """One user fewer (see :meth:`attach`); the last one releases what
+        the lock keeps open, unless some thread holds it right now."""
+        with StoreLock._registry_mutex:
+            self._users = max(0, self._users - 1)
+            if self._users or self._depth:
+                return
+        self.close()
+        self.reference.discard_template()
+
     def __init__(self, path: str) -> None:
+        self._users = 0
         self.path = path
         self.directory = os.path.dirname(path)
         self.reference = ReferenceLockFile(path)
@@ -81,6 +109,7 @@ class StoreLock:
     # -- public -----------------------------------------------------------
 
     def held_by_me(self) -> bool:
+        """Whether the calling thread holds the lock (at any depth)."""
         return self._depth > 0 and self._owner == threading.get_ident()
 
     @contextmanager
@@ -97,6 +126,11 @@ class StoreLock:
             self.release()
 
     def acquire(self, timeout: float = DEFAULT_TIMEOUT, *, reference: bool = True) -> None:
+        """Take the lock (re-entrant within a thread); pair with :meth:`release`.
+
+        *reference*: also hold the reference's lock file.  A negative
+        *timeout* waits forever; otherwise :class:`StoreLockTimeout` is
+        raised once *timeout* seconds have passed without the lock."""
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._mutex.acquire(timeout=-1 if deadline is None else max(0.0, timeout)):
             raise self._timeout(timeout)
@@ -122,6 +156,9 @@ class StoreLock:
             raise
 
     def release(self) -> None:
+        """Undo one :meth:`acquire`; the outermost release frees the OS lock
+        and the reference's lock file.  ``RuntimeError`` if the calling
+        thread does not hold the lock."""
         if not self.held_by_me():
             raise RuntimeError(f"store lock {self.path} released by a thread that does not hold it")
         self._depth -= 1

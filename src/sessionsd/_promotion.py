@@ -22,14 +22,14 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable
 
 from . import _faults
 from ._codec import encode_key
 from ._directory import DirectoryStore
 from ._documents import encode_document
 from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
-from ._layout import State, StorePaths, now_ms, read_state, state_bytes
+from ._layout import LEGACY_FILE_RECORD, State, StorePaths, now_ms, read_state, state_bytes
+from ._types import Entries, Entry, ProgressCallback
 from .damage import guard_write
 from .errors import UnsafeStoreError
 
@@ -40,7 +40,7 @@ class _StagingSink:
     """Writes each entry into ``sessions.d.staging-<pid>-<ms>/entries`` as it
     comes (created on the first one); :meth:`promote` makes it the store."""
 
-    def __init__(self, paths: StorePaths, progress: Callable[[int, int], None] | None = None,
+    def __init__(self, paths: StorePaths, progress: ProgressCallback | None = None,
                  expected: int = 0) -> None:
         self.paths = paths
         self.staging: str | None = None
@@ -50,14 +50,16 @@ class _StagingSink:
         self.progress = progress
         self.expected = expected
 
-    def _open(self) -> None:
+    def _open(self) -> str:
+        """Create the staging directory; returns its path."""
         staging = self.paths.staging(os.getpid(), now_ms())
         os.mkdir(staging, 0o700)
         self.staging = staging
         os.mkdir(os.path.join(staging, "entries"), 0o700)
         self.prefix = os.path.join(staging, "entries") + os.sep
+        return staging
 
-    def put(self, key: str, entry: dict) -> None:
+    def put(self, key: str, entry: Entry) -> None:
         if self.staging is None:
             self._open()
         data = encode_document(key, entry)
@@ -68,7 +70,7 @@ class _StagingSink:
         if self.progress is not None:
             self.progress(self.count, self.expected)
 
-    def replace(self, key: str, entry: dict) -> None:
+    def replace(self, key: str, entry: Entry) -> None:
         path = self.prefix + encode_key(key)
         data = encode_document(key, entry)
         self.total -= os.lstat(path).st_size
@@ -95,17 +97,19 @@ class _StagingSink:
         directory and re-raises."""
         paths = self.paths
         try:
-            if self.staging is None:
-                self._open()
+            staging = self.staging if self.staging is not None else self._open()
             if read_state(paths, check_safety=False) is not None:
                 # Callers check this under the lock; promoting over an active
                 # store would hide its sessions in an orphan directory.
                 raise RuntimeError(f"directory session store is already active: {paths.root}")
-            staging = self.staging
             for name, data in DirectoryStore.initial_files(self.count, self.total).items():
                 write_new(os.path.join(staging, name), data, "none")
             _flush_all(staging)
             fsync_dir(os.path.join(staging, "entries"))
+            # Which store file this directory store belongs to (two store
+            # files in one directory must not share it: see SessionStore).
+            write_new(os.path.join(staging, LEGACY_FILE_RECORD),
+                      os.path.basename(paths.store).encode("utf-8") + b"\n", "none")
             write_atomic(os.path.join(staging, "state.json"), state_bytes(State(1, now_ms(), {})), "full")
             orphan = _quarantine_inactive(paths)
             _faults.hit("migrate:before-promote")
@@ -138,7 +142,7 @@ def _pid_alive(pid: int) -> bool:
 def cleanup_stale_staging(paths: StorePaths) -> list[str]:
     """Remove staging directories of dead processes; returns their paths.
     Only ``sessions.d.staging-<pid>-<ms>`` names are touched."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(paths.dir)
     except FileNotFoundError:
@@ -214,7 +218,7 @@ def _quarantine_inactive(paths: StorePaths) -> str | None:
     return target
 
 
-def _promote(paths: StorePaths, entries: dict[str, dict], progress=None) -> str | None:
+def _promote(paths: StorePaths, entries: Entries, progress: ProgressCallback | None = None) -> str | None:
     """Stage *entries* and promote them to ``sessions.d`` with one rename;
     returns the path an inactive ``sessions.d`` was moved to, if any (see
     :meth:`_StagingSink.promote` for the invariant)."""

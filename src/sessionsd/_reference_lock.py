@@ -79,6 +79,8 @@ def process_starttime(pid: int) -> int | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process *pid* exists (signal 0); True when that cannot be
+    told (Windows, or an error other than "no such process")."""
     if sys.platform == "win32":  # pragma: no cover - os.kill(pid, 0) would terminate it
         return True
     try:
@@ -123,6 +125,9 @@ class LockRecord:
         self.reason = ""
 
     def judge(self, now_ms: float, own_pid: int, held_here: bool) -> LockRecord:
+        """Set :attr:`stale` and :attr:`reason` by the reference's rules, at
+        *now_ms* (wall clock, ms), for process *own_pid*, which holds the
+        lock itself when *held_here*; returns this record."""
         if self.pid is None or self.created_ms is None:
             # Being created right now (the reference writes its record after
             # creating the file), or a creator died before writing: live
@@ -203,9 +208,13 @@ class ReferenceLockFile:
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock file now."""
         return self._held_ino is not None
 
     def acquire(self, deadline: float | None, timeout: float) -> None:
+        """Take the lock file, reclaiming a stale one; waits until
+        *deadline* (``time.monotonic()``; None: forever), then raises
+        :class:`StoreLockTimeout` naming *timeout* and the owner."""
         delay = 0.001
         while True:
             if self._try_link():
@@ -226,6 +235,8 @@ class ReferenceLockFile:
             delay = min(delay * 2, 0.05)
 
     def release(self) -> None:
+        """Remove the lock file if it is still ours (same inode); a file
+        removed or taken over meanwhile is only logged."""
         with self._mutex:
             ino, self._held_ino = self._held_ino, None
         _HEARTBEAT.forget(self)
@@ -244,6 +255,15 @@ class ReferenceLockFile:
         except FileNotFoundError:
             pass  # removed by someone who judged it stale: nothing left to release
 
+    def discard_template(self) -> None:
+        """When no store object uses this lock any more: remove our owner
+        file (the lock file itself is never held here)."""
+        with self._mutex:
+            template, self._template = self._template, None
+        if template is not None:
+            _OWNER_FILES.discard(template)
+            _unlink_quietly(template)
+
     def forget(self) -> None:
         """After fork: the child holds nothing (the parent's file stays)."""
         self._held_ino = None
@@ -254,7 +274,7 @@ class ReferenceLockFile:
 
     def _record_bytes(self) -> bytes:
         pid = os.getpid()
-        record = {"pid": pid, "createdAt": _iso_now()}
+        record: dict[str, object] = {"pid": pid, "createdAt": _iso_now()}
         starttime = process_starttime(pid)
         if starttime is not None:
             record["starttime"] = starttime
@@ -486,8 +506,13 @@ def _clean_dead_templates(directory: str) -> None:
             _unlink_quietly(os.path.join(directory, name))
 
 
+def _reset_after_fork() -> None:
+    _HEARTBEAT.reset_after_fork()
+    _OWNER_FILES.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: (_HEARTBEAT.reset_after_fork(), _OWNER_FILES.clear()))
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 import atexit  # noqa: E402 - registered once the heartbeat exists
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from contextlib import closing
+from typing import Any
 
 from . import _faults, _json
 from ._fsutil import fsync_dir, is_temp_name, read_regular, replace, temp_name, write_atomic, write_new
@@ -61,7 +63,7 @@ def _marker_path(paths: StorePaths) -> str:
     return os.path.join(paths.root, _MARKER_NAME)
 
 
-def _read_marker(paths: StorePaths) -> dict | None:
+def _read_marker(paths: StorePaths) -> dict[str, Any] | None:
     """The rollback marker of *paths*, or ``None`` when there is none.  It
     is written atomically, so anything else at its name (not a regular
     file, not our JSON) is not ours: ignored, and never removed."""
@@ -87,14 +89,19 @@ def _file_identity(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _marked_file(marker: dict | None) -> tuple | None:
+def _marked_file(marker: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """The file identity (see :func:`_file_identity`) a marker records, or
+    None when it records none that is valid."""
     legacy = marker.get("legacy") if marker else None
     if not isinstance(legacy, dict):
         return None
-    values = tuple(legacy.get(name) for name in _MARKED_FIELDS)
-    if any(type(value) is not int for value in values):
-        return None
-    return values
+    values: list[int] = []
+    for name in _MARKED_FIELDS:
+        value = legacy.get(name)
+        if type(value) is not int:
+            return None
+        values.append(value)
+    return tuple(values)
 
 
 def _rollback_leftover(paths: StorePaths) -> tuple[str, bool] | None:
@@ -131,7 +138,7 @@ def _legacy_temp_pid(name: str) -> int | None:
 def _remove_dead_legacy_temps(paths: StorePaths) -> list[str]:
     """Under the lock: remove temp files of legacy-file writes (a rollback
     or a legacy save) whose process is dead; returns their paths."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(paths.dir)
     except (FileNotFoundError, NotADirectoryError):
@@ -200,53 +207,64 @@ def _write_legacy_for_rollback(paths: StorePaths, data: bytes) -> None:
     fsync_dir(paths.dir)
 
 
-def rollback(store_path, *, dry_run: bool = False, lock_timeout: float = 60.0) -> bool:
+def rollback(store_path: str | os.PathLike[str], *, dry_run: bool = False,
+             lock_timeout: float = 60.0) -> bool:
     """Restore ``sessions.json`` from the directory store; returns True if
     there was an active directory store to restore (or, with *dry_run*,
     would be).  The directory is renamed to ``sessions.d.bak.<ms>``, never
     deleted; a ``sessions.json`` already there is renamed to
     ``sessions.json.bak.<ms>`` first unless it holds exactly what is
-    written."""
-    from .store import SessionStore
+    written.
 
-    store = SessionStore(store_path, lock_timeout=lock_timeout)
-    paths = store.paths
-    if dry_run:
-        if read_state(paths, check_safety=False) is None:
-            guard_write(paths)  # a damaged store: say so rather than "skip"
-            return False
+    Raises :class:`~sessionsd.errors.DamagedStoreError` (or
+    :class:`~sessionsd.errors.UnsafeStoreError`) for a damaged
+    ``sessions.d``, :class:`~sessionsd.errors.StoreLockTimeout` when the
+    lock is not acquired within *lock_timeout* seconds; ``OSError`` as the
+    system reports it."""
+    from ._file_backend import FileBackend
+
+    with closing(FileBackend(store_path, lock_timeout=lock_timeout)) as store:
+        paths = store.paths
+        if dry_run:
+            if read_state(paths, check_safety=False) is None:
+                guard_write(paths)  # a damaged store: say so rather than "skip"
+                return False
+            return True
+        with store._lock.hold(lock_timeout, heavy=True):
+            if read_state(paths) is None:
+                guard_write(paths)
+                return False
+            store._dir.recover()
+            _remove_dead_legacy_temps(paths)
+            state = read_state(paths)
+            if state is None:  # cannot happen under the lock (recovery never deactivates)
+                guard_write(paths)
+                return False
+            entries = store._dir_snapshot_locked(state).entries
+            data = _json.dumps(entries)
+            # Invariant: sessions.json is complete and durable before sessions.d
+            # stops being active; a crash in between leaves the directory active
+            # (it wins; the marker lets the next migration set the file aside)
+            # and the next rollback starts over.  A legacy file found here (an
+            # old process wrote it, or a migration died before backing it up)
+            # may hold sessions the directory lacks: keep it.  (One a dead
+            # rollback wrote is only an older copy of the directory: backed up
+            # too, unless it holds exactly what is written now.)
+            if os.path.lexists(paths.store) and not _holds(paths.store, data):
+                _retire_legacy(paths, _backup_twin(paths), None)
+                _faults.hit("rollback:after-legacy-backup")
+            _write_legacy_for_rollback(paths, data)
+            _faults.hit("rollback:after-legacy-write")
+            backup = paths.directory_backup(now_ms())
+            while os.path.lexists(backup):
+                backup = paths.directory_backup(int(backup.rsplit(".", 1)[1]) + 1)
+            os.rename(paths.root, backup)
+            _faults.hit("rollback:after-directory-backup")
+            fsync_dir(paths.dir)
+            store._cache.clear()
+        _log.info("rolled back session store %s to legacy sessions.json (directory kept as %s)",
+                  paths.store, backup)
         return True
-    with store._lock.hold(lock_timeout, heavy=True):
-        if read_state(paths) is None:
-            guard_write(paths)
-            return False
-        store._dir.recover()
-        _remove_dead_legacy_temps(paths)
-        entries = store._dir_snapshot_locked(read_state(paths)).entries
-        data = _json.dumps(entries)
-        # Invariant: sessions.json is complete and durable before sessions.d
-        # stops being active; a crash in between leaves the directory active
-        # (it wins; the marker lets the next migration set the file aside)
-        # and the next rollback starts over.  A legacy file found here (an
-        # old process wrote it, or a migration died before backing it up)
-        # may hold sessions the directory lacks: keep it.  (One a dead
-        # rollback wrote is only an older copy of the directory: backed up
-        # too, unless it holds exactly what is written now.)
-        if os.path.lexists(paths.store) and not _holds(paths.store, data):
-            _retire_legacy(paths, _backup_twin(paths), None)
-            _faults.hit("rollback:after-legacy-backup")
-        _write_legacy_for_rollback(paths, data)
-        _faults.hit("rollback:after-legacy-write")
-        backup = paths.directory_backup(now_ms())
-        while os.path.lexists(backup):
-            backup = paths.directory_backup(int(backup.rsplit(".", 1)[1]) + 1)
-        os.rename(paths.root, backup)
-        _faults.hit("rollback:after-directory-backup")
-        fsync_dir(paths.dir)
-        store._cache.clear()
-    _log.info("rolled back session store %s to legacy sessions.json (directory kept as %s)",
-              paths.store, backup)
-    return True
 
 
 def _holds(path: str, data: bytes) -> bool:

@@ -21,25 +21,24 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._directory import DirectoryStore
 from ._fsutil import is_temp_name
 from ._layout import StorePaths, read_state
 from ._legacy import LegacyStore
 from ._lock import StoreLock
-from .damage import inspect_directory, repair_state
-from .errors import CorruptStoreError
-from .migration import _default_normalize as _lower_key
-from .migration import (
+from ._promotion import _pid_alive, cleanup_stale_staging
+from ._rollback import (
     _legacy_temp_pid,
-    _pid_alive,
     _read_marker,
     _remove_dead_legacy_temps,
     _rollback_leftover,
     _settle_rollback,
-    cleanup_stale_staging,
 )
+from .damage import inspect_directory, repair_state
+from .errors import CorruptStoreError
+from .migration import _default_normalize as _lower_key
 
 __all__ = ["CheckReport", "check"]
 
@@ -50,8 +49,16 @@ FOREIGN_TEMP_AGE = 60.0
 
 @dataclass
 class CheckReport:
+    """What :func:`check` found (and, with ``fix``, did) in one store.
+
+    ``mode`` is the store's mode when it was looked at; ``problems`` lists
+    what is wrong and still there, ``ok`` says there is nothing; ``fixed``,
+    ``refused`` and ``notes`` say what a fix did, would not do, and what
+    is worth knowing but not wrong.
+    """
+
     store_path: str
-    mode: str
+    mode: Literal["directory", "legacy"]
     sessions: int = 0
     temp_files: list[str] = field(default_factory=list)
     commit_record: bool = False
@@ -83,7 +90,7 @@ class CheckReport:
     @property
     def problems(self) -> list[str]:
         """What is wrong and still there (informational items excluded)."""
-        found = []
+        found: list[str] = []
         if self.damage:
             found.append(f"damaged directory store: {self.damage}")
         if self.rollback_leftover:
@@ -104,9 +111,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """Whether nothing is wrong (:attr:`problems` is empty)."""
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields, ``problems`` and ``ok`` as a plain dict (for JSON output)."""
         data = dict(self.__dict__)
         data["problems"] = self.problems
         data["ok"] = self.ok
@@ -114,7 +123,7 @@ class CheckReport:
 
 
 def _temp_files(paths: StorePaths) -> list[str]:
-    found = []
+    found: list[str] = []
     for directory in (paths.entries, paths.root):
         try:
             listing = os.scandir(directory)
@@ -168,7 +177,7 @@ def _dead_legacy_temps(paths: StorePaths) -> list[str]:
         names = os.listdir(paths.dir)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    found = []
+    found: list[str] = []
     for name in names:
         pid = _legacy_temp_pid(name)
         if pid is not None and not _pid_alive(pid):
@@ -244,8 +253,14 @@ def _fix_locked(paths: StorePaths, report: CheckReport) -> None:
         fixed.append("removed the marker of an interrupted rollback")
 
 
-def check(store_path, *, fix: bool = False, lock_timeout: float = 60.0) -> CheckReport:
-    """Inspect (and with *fix*, repair) the store at *store_path*."""
+def check(store_path: str | os.PathLike[str], *, fix: bool = False,
+          lock_timeout: float = 60.0) -> CheckReport:
+    """Inspect (and with *fix*, repair) the store at *store_path*.
+
+    Read-only without *fix*.  With it, the repairs run under the store lock
+    (:class:`~sessionsd.errors.StoreLockTimeout` after *lock_timeout*
+    seconds) and the store is surveyed again: the report says what is left,
+    with ``fixed``, ``refused`` and ``notes`` from the repair."""
     paths = StorePaths.from_store_path(store_path)
     report = _survey(paths)
     if not fix or report.ok:

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__, _codec, _json
 from ._layout import ROOT_NAME, StorePaths
@@ -26,7 +26,7 @@ from ._units import parse_duration, parse_size
 from .check import check
 from .discovery import discover_stores, migrate_or_fail, run_startup_migration, summary_line
 from .errors import SessionsdError
-from .maintenance import MODES, Maintenance
+from .maintenance import MODES, Maintenance, MaintenanceReport
 from .migration import MigrationResult, detect, rollback
 from .store import SessionStore
 
@@ -46,6 +46,8 @@ class CommandError(Exception):
 
 
 def version_line() -> str:
+    """``sessionsd <version> (<codec> codec, <json>, Python <version>)``:
+    what ``--version`` prints."""
     return (f"sessionsd {__version__} ({_codec.BACKEND} codec, {_json.IMPLEMENTATION}, "
             f"Python {sys.version.split()[0]})")
 
@@ -92,11 +94,12 @@ class _StdoutGuard:
     the command still returns its own exit status (the usual practice:
     https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.reader_gone = False
 
     def write(self, text: str) -> int:
+        """Write *text* (dropped once the reader is gone); its length."""
         if not self.reader_gone:
             try:
                 return self.stream.write(text)
@@ -105,6 +108,7 @@ class _StdoutGuard:
         return len(text)
 
     def flush(self) -> None:
+        """Flush the stream (nothing once the reader is gone)."""
         if not self.reader_gone:
             try:
                 self.stream.flush()
@@ -174,7 +178,7 @@ def _store_path(path: str) -> str:
     Raises CommandError naming the path otherwise -- a typo must not read
     as an empty store."""
     if os.path.isdir(path):
-        inside = os.path.join(path, "sessions.json")
+        inside = StorePaths.from_store_path(path).store  # <dir>/sessions.json, also for <dir>/sessions.d
         if _missing_store(inside) is None:
             return inside
         raise CommandError(f"no session store in directory {path} (neither sessions.json "
@@ -215,7 +219,7 @@ class Progress:
     the percentage, the amount, the rate and the time left, redrawn at most
     ten times a second, and the time it took once done."""
 
-    def __init__(self, label: str, stream=None, unit: str = "bytes",
+    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "bytes",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -275,12 +279,15 @@ class Progress:
 # -- codec helpers ------------------------------------------------------------------
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    """``sessionsd encode KEY...``: the entry file name of each key; exit status 0."""
     rows = [{"key": key, "name": _codec.encode_key(key)} for key in args.keys]
     _emit(args, rows, "\n".join(row["name"] for row in rows))
     return 0
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    """``sessionsd decode NAME...``: the key each entry file name encodes;
+    exit status 1 if a name is not an entry file name."""
     rows = [
         {"name": name, "kind": _codec.classify_name(name), "key": _codec.decode_name(name)}
         for name in args.names
@@ -298,6 +305,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    """``sessionsd scan DIRECTORY``: the entry files of an ``entries/``
+    directory and their keys; exit status 0."""
     found = _codec.scan_entries(args.directory)
     rows = [{"name": name, "key": key} for name, key in sorted(found)]
     text = "\n".join(f"{row['name']}\t{_printable(row['key']) if row['key'] is not None else '<hashed>'}"
@@ -316,6 +325,8 @@ def _key_value_lines(info: dict[str, Any]) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``sessionsd info PATH``: mode, version, counts and backend of a
+    store; exit status 0 (CommandError when PATH names no store)."""
     from ._layout import read_state
 
     with SessionStore(_store_path(args.path)) as store:
@@ -325,7 +336,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "store": store.paths.store,
             "mode": store.mode,
             "version": state.version if state else None,
-            "seq": store._dir.read_seq() if state else None,
+            "seq": store._backend._dir.read_seq() if state else None,
             "sessions": count,
             "skipped_files": len(store.skipped),
             "legacy_file": os.path.exists(store.paths.store),
@@ -337,6 +348,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """``sessionsd get PATH KEY``: one session's entry as JSON; exit
+    status 1 when there is no such session."""
     with SessionStore(_store_path(args.path)) as store:
         entry = store.get(args.key)
     if entry is None:
@@ -347,6 +360,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """``sessionsd ls PATH``: one ``key<TAB>updatedAt`` line per session,
+    by key or (``--recent``, ``--offset``) newest first; exit status 0."""
     with SessionStore(_store_path(args.path)) as store:
         if args.recent is not None or args.offset:
             # Most recently updated first, from the head of the listing index.
@@ -362,6 +377,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    """``sessionsd detect PATH``: what ``migrate`` would do, changing
+    nothing; exit status 0 (CommandError when the directory is missing)."""
     directory = os.path.dirname(os.path.abspath(args.path))
     if not os.path.isdir(directory):  # "missing" is an answer; a mistyped directory is not
         raise CommandError(f"no session store at {args.path}: no such directory: {directory}")
@@ -432,6 +449,9 @@ _NEEDS_ATTENTION = ("failed", "skipped_invalid")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """``sessionsd migrate``: migrate the stores named (and under
+    ``--state-dir``); exit status 1 if one failed, was skipped as invalid
+    or names no store, 2 when no store is given."""
     options = {"max_bytes": args.max_bytes}
     bars = _Bars()
     named = list(dict.fromkeys(os.path.abspath(p) for p in _targets(args)))
@@ -490,6 +510,9 @@ def _rollback_skip_reason(store_path: str) -> str:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """``sessionsd rollback``: restore ``sessions.json`` from each
+    directory store named (and under ``--state-dir``); exit status 1 if one
+    failed or names no store, 2 when no store is given."""
     named = _targets(args)
     if not named and not args.state_dir:
         print("sessionsd rollback: give a store path (PATH or --store PATH) or --state-dir DIR",
@@ -542,6 +565,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """``sessionsd check PATH [--fix]``: the consistency report; exit
+    status 1 while problems remain."""
     report = check(_store_path(args.path), fix=args.fix)
     lines = [f"store: {report.store_path} ({report.mode}, {report.sessions} sessions)"]
     lines += [f"fixed: {item}" for item in report.fixed]
@@ -556,7 +581,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _project_after(store: SessionStore, report: Any, legacy_sizes: dict[str, int] | None) -> None:
+def _project_after(store: SessionStore, report: MaintenanceReport, legacy_sizes: dict[str, int] | None) -> None:
     """Set a report that removed nothing (dry run, warn mode) to the figures
     after what it would remove.  (The library reports the unchanged store
     there; this is what an operator previewing a sweep wants to read.)"""
@@ -578,6 +603,9 @@ def _project_after(store: SessionStore, report: Any, legacy_sizes: dict[str, int
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
+    """``sessionsd maintain PATH``: prune, cap and keep a disk budget
+    (``--mode enforce``) or report what would go; exit status 2 for a bad
+    or missing limit."""
     from ._documents import encode_document
 
     try:
@@ -624,6 +652,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``sessionsd demo``: see :func:`sessionsd.demo.run_demo`."""
     from .demo import run_demo
 
     return run_demo(sessions=args.sessions, directory=args.dir, seed=args.seed, as_json=args.json)
@@ -677,6 +706,8 @@ _PATH_HELP = "the store: its sessions.json (or the directory holding it); it mus
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the command line: one subcommand per
+    ``cmd_*`` function, which it stores as ``func``."""
     parser = argparse.ArgumentParser(prog="sessionsd", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=version_line())
     # --json and -v are accepted after the subcommand too; SUPPRESS keeps a
@@ -810,8 +841,9 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help(sys.stderr)
         return 2
     remove_handler = _install_log_handler(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return func(args)
     except CommandError as exc:
         print(f"sessionsd {args.command}: {exc}", file=sys.stderr)
         return 1

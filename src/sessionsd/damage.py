@@ -33,6 +33,7 @@ import re
 import stat
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
 from . import _json
 from ._codec import classify_name, scan_entries
@@ -63,7 +64,7 @@ class Damage:
     store_path: str
     root: str
     path: str
-    kind: str  # "symlink" | "state"
+    kind: Literal["symlink", "state"]
     reason: str
     entry_files: int = 0
     counted: bool = False
@@ -72,9 +73,12 @@ class Damage:
 
     @property
     def unsafe(self) -> bool:
+        """Whether the damage is a symlink where a store directory belongs
+        (reads refuse it too, not only writes)."""
         return self.kind == "symlink"
 
     def describe(self) -> str:
+        """What is wrong, in one sentence naming the path."""
         if self.unsafe:
             return f"{self.reason}: {self.path}"
         files = (f"{self.entry_files} session file(s)" if self.counted
@@ -83,11 +87,12 @@ class Damage:
                 f"but holds {files} that are not being used")
 
     def hint(self) -> str:
+        """What to do about it: the ``check --fix`` command, or what to repair by hand."""
         if self.fixable:
             return f"run `sessionsd check --fix {self.store_path}` to repair it"
         return f"repair it by hand ({self.refusal}), then run `sessionsd check {self.store_path}`"
 
-    def error(self) -> Exception:
+    def error(self) -> UnsafeStoreError | DamagedStoreError:
         """The exception a write (or migration) raises for this damage."""
         if self.unsafe:
             return UnsafeStoreError(f"refusing to use symlinked directory session store path: {self.path}",
@@ -99,7 +104,7 @@ class Damage:
         )
 
 
-def _signature(info: os.stat_result | None) -> tuple | None:
+def _signature(info: os.stat_result | None) -> tuple[int, ...] | None:
     if info is None:
         return None
     return (info.st_dev, info.st_ino, info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
@@ -192,7 +197,7 @@ def inspect_directory(paths: StorePaths, *, count: bool = False) -> Damage | Non
     state = _lstat(paths.state)
     fixable, refusal = True, ""
     if state is None:
-        reason: str | None = "state.json is missing"
+        reason = "state.json is missing"
     elif stat.S_ISLNK(state.st_mode):
         reason, fixable, refusal = "state.json is a symlink", False, "state.json is a symlink"
     elif stat.S_ISDIR(state.st_mode):
@@ -209,9 +214,10 @@ def inspect_directory(paths: StorePaths, *, count: bool = False) -> Damage | Non
         else:
             if data is None:
                 return None  # replaced meanwhile: look again next time
-            reason, fixable, refusal = _state_problem(data)
-            if reason is None:
+            problem, fixable, refusal = _state_problem(data)
+            if problem is None:
                 return None  # valid: active (or becoming active) after all
+            reason = problem
     if count:
         try:
             files = len(scan_entries(paths.entries))
@@ -230,7 +236,7 @@ def inspect_directory(paths: StorePaths, *, count: bool = False) -> Damage | Non
 
 _mutex = threading.Lock()
 #: root -> (signature of sessions.d, entries/ and state.json, the verdict).
-_memo: dict[str, tuple[tuple, Damage | None]] = {}
+_memo: dict[str, tuple[tuple[tuple[int, ...] | None, ...], Damage | None]] = {}
 #: (root, path, reason) of damage already warned about in this process.
 _warned: set[tuple[str, str, str]] = set()
 

@@ -16,11 +16,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from . import _json, datagen
 from ._fsutil import write_atomic
 from ._lock import StoreLock
+from ._types import ProgressCallback
 from .migration import migrate
 from .store import SessionStore
 
@@ -70,14 +71,15 @@ def run_demo(sessions: int = 3000, directory: str | None = None, seed: int = 0,
 
 
 class _Say:
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def __call__(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
 
 
-def _demo(count: int, root: str, seed: int, progress_class, say: _Say) -> dict:
+def _demo(count: int, root: str, seed: int, progress_class: Callable[[str], ProgressCallback],
+          say: _Say) -> dict[str, Any]:
     from . import _codec
     from .cli import version_line
 

@@ -10,8 +10,10 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypedDict, Unpack
 
 from ._layout import StorePaths, read_state
+from ._types import ProgressCallback
 from .damage import inspect_directory
 from .migration import MigrationResult, migrate
 
@@ -30,9 +32,18 @@ _SKIPPED_ERRNOS = {errno.EACCES, errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno
                    getattr(errno, "ESTALE", -1)}
 
 
+class _MigrateOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`~sessionsd.migration.migrate`."""
+
+    lock_timeout: float
+    max_bytes: int | None
+    lower_keys: bool
+    progress: ProgressCallback | None
+
+
 def _dedupe(paths: Iterable[str]) -> list[str]:
     seen: set[str] = set()
-    result = []
+    result: list[str] = []
     for path in paths:
         if path not in seen:
             seen.add(path)
@@ -50,7 +61,7 @@ def agent_store_paths(state_dir: str | os.PathLike[str]) -> list[str]:
         if exc.errno in _SKIPPED_ERRNOS:
             return []
         raise
-    result = []
+    result: list[str] = []
     for name in names:
         sessions = os.path.join(agents, name, "sessions")
         try:
@@ -78,7 +89,7 @@ def discover_stores(state_dir: str | os.PathLike[str],
     are skipped.  *extra_paths* are appended; the
     result is deduplicated."""
     agents_root = os.path.realpath(os.path.join(os.fspath(state_dir), "agents"))
-    found = []
+    found: list[str] = []
     for store in agent_store_paths(state_dir):
         try:
             info = os.lstat(store)
@@ -128,7 +139,8 @@ def summary_line(results: Sequence[MigrationResult]) -> str:
     return line
 
 
-def migrate_or_fail(store_path: str | os.PathLike[str], **migrate_options) -> MigrationResult:
+def migrate_or_fail(store_path: str | os.PathLike[str], **migrate_options: Unpack[_MigrateOptions]
+                    ) -> MigrationResult:
     """:func:`~sessionsd.migration.migrate`, with an exception turned into a
     ``failed`` result whose warning is ``Migration failed: <error>``."""
     try:
@@ -141,8 +153,8 @@ def migrate_or_fail(store_path: str | os.PathLike[str], **migrate_options) -> Mi
 def run_startup_migration(state_dir: str | os.PathLike[str] | None = None,
                           extra_paths: Sequence[str | os.PathLike[str]] = (),
                           logger: logging.Logger | None = None,
-                          *, progress_for: Callable[[str], Callable[[int, int], None]] | None = None,
-                          **migrate_options) -> list[MigrationResult]:
+                          *, progress_for: Callable[[str], ProgressCallback] | None = None,
+                          **migrate_options: Unpack[_MigrateOptions]) -> list[MigrationResult]:
     """Migrate every agent store under *state_dir* plus *extra_paths*, one
     at a time, and log exactly one summary line: WARNING when a store was
     invalid or failed, INFO otherwise, nothing when there was no target.  An
@@ -157,9 +169,9 @@ def run_startup_migration(state_dir: str | os.PathLike[str] | None = None,
         (agent_store_paths(state_dir) if state_dir is not None else [])
         + [os.path.abspath(os.fspath(p)) for p in extra_paths]
     )
-    results = []
+    results: list[MigrationResult] = []
     for target in targets:
-        options = dict(migrate_options)
+        options = migrate_options.copy()
         if progress_for is not None:
             options["progress"] = progress_for(target)
         results.append(migrate_or_fail(target, **options))

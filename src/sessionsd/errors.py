@@ -14,6 +14,8 @@ codec imports it while the package is still initialising.
 
 from __future__ import annotations
 
+from typing import Self
+
 __all__ = [
     "SessionsdError",
     "InvalidKeyError",
@@ -26,6 +28,9 @@ __all__ = [
     "StoreClosedError",
     "CorruptStoreError",
     "DamagedStoreError",
+    "SharedStoreError",
+    "StoreConnectionError",
+    "SchemaVersionError",
 ]
 
 
@@ -43,7 +48,7 @@ class InvalidKeyError(SessionsdError, ValueError):
         super().__init__(message)
         self.key = key
 
-    def __reduce__(self):  # keep .key across pickling (multiprocessing)
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:  # keep .key across pickling (multiprocessing)
         return (type(self), (self.args[0], self.key))
 
 
@@ -79,7 +84,7 @@ class KeyCollisionError(SessionsdError, ValueError):
         self.existing_key = existing_key
         self.path = path
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.args[0], self.key, self.existing_key, self.path))
 
 
@@ -94,7 +99,7 @@ class InvalidEntryError(SessionsdError, ValueError):
         self.key = key
         self.field = field
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.args[0], self.key, self.field))
 
 
@@ -109,7 +114,7 @@ class _PathError(SessionsdError):
     def __str__(self) -> str:
         return str(self.args[0])
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.args[0], self.path))
 
 
@@ -131,7 +136,7 @@ class StoreLockTimeout(SessionsdError, TimeoutError):
     def __str__(self) -> str:
         return str(self.args[0])
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
         return (type(self), (self.args[0], self.path, self.timeout))
 
 
@@ -151,3 +156,50 @@ class DamagedStoreError(_PathError):
     next migration would move them aside.  Nothing is written;
     ``sessionsd check --fix PATH`` repairs what is safe to repair.  ``path``
     names the damaged ``sessions.d``."""
+
+
+class SharedStoreError(_PathError, ValueError):
+    """Two store files in one directory would share its ``sessions.d``: the
+    directory store there belongs to another legacy file (``users.json`` and
+    ``orders.json`` side by side).  ``path`` names the ``sessions.d``.  Give
+    each store a directory of its own."""
+
+
+class StoreConnectionError(SessionsdError, ConnectionError):
+    """The PostgreSQL server of a store could not be reached, or the
+    connection was lost while a call ran (a server restart, a network
+    failure).  ``url`` is the store URL without its password; ``in_doubt``
+    is True when the call was a write whose commit may have happened (the
+    connection broke while the commit was in flight), False when nothing
+    was committed.  The store stays usable: its pool reconnects, and later
+    calls succeed once the server is back."""
+
+    def __init__(self, message: str, url: object = None, in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.url = url
+        self.in_doubt = in_doubt
+
+    def __str__(self) -> str:
+        """The message alone (not OSError's ``[Errno ...]`` form)."""
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
+        """Pickling keeps ``url`` and ``in_doubt`` (errors cross processes)."""
+        return (type(self), (self.args[0], self.url, self.in_doubt))
+
+
+class SchemaVersionError(SessionsdError):
+    """The database's sessionsd schema is newer than this library knows:
+    a newer sessionsd upgraded it.  Upgrade sessionsd.  ``url`` names the
+    store, ``found`` and ``supported`` are the two versions."""
+
+    def __init__(self, message: str, url: object = None, found: object = None,
+                 supported: object = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.found = found
+        self.supported = supported
+
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
+        """Pickling keeps ``url``, ``found`` and ``supported``."""
+        return (type(self), (self.args[0], self.url, self.found, self.supported))

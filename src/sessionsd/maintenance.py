@@ -23,17 +23,23 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._codec import encode_key
 from ._layout import LOCK_NAME, ROOT_NAME, StorePaths, now_ms
+from ._types import MAINTENANCE_MODES, Entries, Entry, MaintenanceMode, check_maintenance_mode
+
+if TYPE_CHECKING:
+    from ._directory import Stats
+    from ._file_backend import FileBackend
 
 __all__ = ["Maintenance", "MaintenanceReport", "plan_removals", "archive_transcript",
            "parse_duration"]
 
 _log = logging.getLogger(__name__)
 
-MODES = ("warn", "enforce")
+#: The accepted ``Maintenance.mode`` values, the default first.
+MODES: tuple[MaintenanceMode, ...] = MAINTENANCE_MODES
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,17 @@ class Maintenance:
                      files outside it are never touched.
     """
 
-    mode: str = "warn"
+    mode: MaintenanceMode = "warn"
     prune_after: float | None = None
     max_entries: int | None = None
     max_disk_bytes: int | None = None
     sweep_interval: float = 300.0
-    on_removed: Callable[[str, dict], None] | None = None
+    on_removed: Callable[[str, Entry], None] | None = None
     archive_transcripts: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"maintenance mode must be one of {MODES}, not {self.mode!r}")
+        # Raises ValueError naming the accepted values (MODES) for any other mode.
+        check_maintenance_mode(self.mode)
         for name in ("prune_after", "max_entries", "max_disk_bytes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
@@ -76,6 +82,7 @@ class Maintenance:
 
     @property
     def active(self) -> bool:
+        """Whether any limit is set (age, entry cap or disk budget)."""
         return any(v is not None for v in (self.prune_after, self.max_entries, self.max_disk_bytes))
 
 
@@ -83,7 +90,7 @@ class Maintenance:
 class MaintenanceReport:
     """What a sweep removed (enforce) or would remove (warn, dry run)."""
 
-    mode: str
+    mode: MaintenanceMode
     applied: bool = False
     pruned: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)
@@ -96,14 +103,18 @@ class MaintenanceReport:
 
     @property
     def removed(self) -> list[str]:
+        """Every key removed (or that would be): stale, over the cap, over the budget."""
         return self.pruned + self.evicted + self.over_budget
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields and ``removed`` as a plain dict (for JSON output)."""
         data = dict(self.__dict__)
         data["removed"] = self.removed
         return data
 
     def describe(self) -> str:
+        """One line of counts: stale, over the cap, over the budget, and the
+        sessions and bytes before -> after."""
         return (f"{len(self.pruned)} stale, {len(self.evicted)} over the entry cap, "
                 f"{len(self.over_budget)} over the disk budget "
                 f"({self.entries_before} -> {self.entries_after} sessions, "
@@ -111,7 +122,10 @@ class MaintenanceReport:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``"30d"``, ``"12h"``, ``"45m"``, ``"90s"`` or a number."""
+    """Seconds from ``"30d"``, ``"12h"``, ``"45m"``, ``"90s"`` or a number.
+
+    Raises ``ValueError`` for anything else.  (The command line accepts more
+    forms: see :func:`sessionsd._units.parse_duration`.)"""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     text = text.strip().lower()
     if text and text[-1] in units:
@@ -127,7 +141,7 @@ def sort_key(updated: Any) -> float:
 
 
 def plan_removals(items: Iterable[tuple[float, str, int]], count: int, size: int,
-                  settings: Maintenance, now: int, *, protect: frozenset = frozenset(),
+                  settings: Maintenance, now: int, *, protect: frozenset[str] = frozenset(),
                   prune: bool = True) -> tuple[list[str], list[str], list[str]]:
     """Decide what goes, oldest first: ``(pruned, evicted, over_budget)``.
 
@@ -170,7 +184,7 @@ def plan_removals(items: Iterable[tuple[float, str, int]], count: int, size: int
     return pruned, evicted, over_budget
 
 
-def archive_transcript(paths: StorePaths, entry: dict, real_dir: str | None = None) -> str | None:
+def archive_transcript(paths: StorePaths, entry: Entry, real_dir: str | None = None) -> str | None:
     """Rename a removed session's transcript to ``<file>.deleted.<ms>``.
 
     Only a regular file (not a symlink) whose real location is inside the
@@ -220,7 +234,11 @@ def _is_store_name(paths: StorePaths, first: str) -> bool:
             or first.startswith((legacy + ".", ROOT_NAME + ".")))
 
 
-def _insert_candidate(candidates: list, item: tuple) -> None:
+#: An eviction candidate: (age sort key, session key, entry file name, bytes).
+_Candidate = tuple[float, str, str, int]
+
+
+def _insert_candidate(candidates: list[_Candidate], item: _Candidate) -> None:
     """Insert *item* into the oldest-last *candidates* list, keeping its order."""
     order = (item[0], item[1])
     low, high = 0, len(candidates)
@@ -250,10 +268,10 @@ class Maintainer:
     old: one scan per interval at most, like the age sweep.
     """
 
-    def __init__(self, store, settings: Maintenance) -> None:
+    def __init__(self, store: FileBackend, settings: Maintenance) -> None:
         self.store = store
         self.settings = settings
-        self._candidates: list[tuple[float, str, str, int]] | None = None
+        self._candidates: list[_Candidate] | None = None
         self._scanned_at = 0     # when the list was built (ms)
         self._seq = -1           # the seq after the last commit this object knows of
         self._foreign = False    # another writer committed since the list was built
@@ -262,7 +280,7 @@ class Maintainer:
 
     # -- directory mode ----------------------------------------------------------
 
-    def after_write(self, version: int, key: str, stats) -> None:
+    def after_write(self, version: int, key: str, stats: Stats | None) -> None:
         """The O(1) check after a hot-path write; sweeps only when due."""
         settings = self.settings
         directory = self.store._dir
@@ -329,7 +347,7 @@ class Maintainer:
         except FileNotFoundError:
             return 0
 
-    def _index(self) -> list[tuple[float, str, str, int]]:
+    def _index(self) -> list[_Candidate]:
         """Every session's (age key, key, file name, bytes): from the listing
         index when the store uses one, else one scan."""
         from ._codec import read_updated_at, scan_entries
@@ -341,23 +359,23 @@ class Maintainer:
         indexed = self.store._maintenance_rows()
         if indexed is not None:
             # The listing index (sessionsd.index): current, so no file is read.
-            items = [(sort_key(row[1]), row[0], name, row[4] if want_size else 0) for row, name in indexed]
-            items.sort(key=lambda item: (item[0], item[1]), reverse=True)
-            return items
+            rows: list[_Candidate] = [(sort_key(row[1]), row[0], name, row[4] if want_size else 0)
+                                      for row, name in indexed]
+            rows.sort(key=lambda item: (item[0], item[1]), reverse=True)
+            return rows
         prefix = directory.entry_prefix
-        items = []
+        items: list[_Candidate] = []
         for name, inline_key in scan_entries(directory.paths.entries):
             path = prefix + name
-            key = inline_key
             try:
                 quick = read_updated_at(path, inline_key) if inline_key is not None else None
                 data = read_regular(path) if quick is None else None
             except PermissionError:
                 continue  # unreadable: skipped and reported by load() and check, never evicted
-            if quick is not None:
+            if quick is not None and inline_key is not None:  # (quick implies an inline key)
                 if not quick[0]:
                     continue
-                updated = quick[1]
+                key, updated = inline_key, quick[1]
             else:
                 decoded = decode_document(data, name, inline_key) if data is not None else "gone"
                 if isinstance(decoded, str):
@@ -374,7 +392,7 @@ class Maintainer:
         items.sort(key=lambda item: (item[0], item[1]), reverse=True)
         return items
 
-    def _verified_oldest(self, stats, protect: frozenset) -> list[tuple[float, str, int]] | None:
+    def _verified_oldest(self, stats: Stats, protect: frozenset[str]) -> list[tuple[float, str, int]] | None:
         """Enough verified oldest candidates to satisfy the cap and budget,
         or None when the cached list runs out (the caller rescans)."""
         settings = self.settings
@@ -386,7 +404,7 @@ class Maintainer:
         directory = self.store._dir
         chosen: list[tuple[float, str, int]] = []
         chosen_keys: set[str] = set()
-        kept_back = []
+        kept_back: list[_Candidate] = []
         got_bytes = 0
         try:
             while len(chosen) < need_count or got_bytes < need_bytes:
@@ -423,7 +441,7 @@ class Maintainer:
             for item in kept_back:
                 _insert_candidate(candidates, item)
 
-    def sweep_directory(self, version: int, stats, *, protect: frozenset = frozenset(),
+    def sweep_directory(self, version: int, stats: Stats, *, protect: frozenset[str] = frozenset(),
                         full: bool = True, now: int | None = None,
                         dry_run: bool = False) -> MaintenanceReport:
         """One sweep: plan, then (enforce, not dry run) remove as one commit.
@@ -432,8 +450,8 @@ class Maintainer:
         now = now_ms() if now is None else now
         keep_list = settings.mode == "enforce" and not dry_run
         chosen = None if (full or not keep_list) else self._verified_oldest(stats, protect)
-        rescanned = chosen is None
-        if rescanned:
+        index: list[_Candidate] | None = None  # set when rescanned
+        if chosen is None:
             index = self._index()
             items = [(age, key, size) for age, key, _name, size in index]
         else:
@@ -445,12 +463,12 @@ class Maintainer:
         removed = report.removed
         if keep_list:
             gone = set(removed)
-            if rescanned:
+            if index is not None:
                 # The fresh list without what this sweep removes: O(n) like the scan.
                 self._candidates = [c for c in index if c[1] not in gone] if gone else index
                 self._scanned_at = now
                 self._foreign = False
-            else:
+            elif chosen is not None and self._candidates is not None:  # (chosen came from the list)
                 for age, key, size in chosen:  # a verified candidate the plan kept stays listed
                     if key not in gone:
                         _insert_candidate(self._candidates, (age, key, encode_key(key), size))
@@ -485,7 +503,7 @@ class Maintainer:
     def _needs_entries(self) -> bool:
         return self.settings.on_removed is not None or self.settings.archive_transcripts
 
-    def _finish(self, report: MaintenanceReport, entries: dict[str, dict]) -> None:
+    def _finish(self, report: MaintenanceReport, entries: Entries) -> None:
         """After the commit: archive transcripts, then call back.  The removal
         is done by now, so a failure here is logged, not raised: the write
         that triggered the sweep succeeded, and every other removed session
@@ -508,9 +526,9 @@ class Maintainer:
 
     # -- whole-store saves (both modes) -------------------------------------------
 
-    def apply_to_mapping(self, entries: dict[str, dict], *, protect: frozenset = frozenset(),
-                         sizes: Callable[[str, dict], int] | None = None,
-                         dry_run: bool = False) -> tuple[MaintenanceReport, dict[str, dict]]:
+    def apply_to_mapping(self, entries: Entries, *, protect: frozenset[str] = frozenset(),
+                         sizes: Callable[[str, Entry], int] | None = None,
+                         dry_run: bool = False) -> tuple[MaintenanceReport, Entries]:
         """Plan on a whole mapping; in enforce mode remove from it in place.
         Returns the report and the removed ``{key: entry}``."""
         settings = self.settings
@@ -523,7 +541,7 @@ class Maintainer:
         report = MaintenanceReport(settings.mode, pruned=pruned, evicted=evicted,
                                    over_budget=over_budget, entries_before=len(entries),
                                    bytes_before=total)
-        removed: dict[str, dict] = {}
+        removed: Entries = {}
         if report.removed and settings.mode == "enforce" and not dry_run:
             for key in report.removed:
                 removed[key] = entries.pop(key)

@@ -34,9 +34,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _faults
 from ._codec import copy_json, encode_key
@@ -73,7 +74,14 @@ from ._rollback import (  # noqa: F401
     _settle_rollback,
     rollback,
 )
+from ._types import DetectionStatus, Entries, Entry, KeyNormalizer, MigrationOutcome, ProgressCallback
 from .damage import guard_write, inspect_directory
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
+
+    from ._file_backend import FileBackend
+    from ._layout import State
 
 __all__ = [
     "OUTCOMES",
@@ -92,13 +100,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-OUTCOMES = ("migrated", "already_directory", "skipped_empty", "skipped_invalid", "missing", "failed")
-STATUSES = ("already_directory", "ready_to_migrate", "empty_legacy", "invalid_legacy", "missing")
+OUTCOMES: tuple[MigrationOutcome, ...] = (
+    "migrated", "already_directory", "skipped_empty", "skipped_invalid", "missing", "failed")
+STATUSES: tuple[DetectionStatus, ...] = (
+    "already_directory", "ready_to_migrate", "empty_legacy", "invalid_legacy", "missing")
 #: The former name of :data:`WHOLE_FILE_BYTES` (once the default migration
 #: limit; there is none now).
 MAX_LEGACY_BYTES = WHOLE_FILE_BYTES
 
-_PREVIEW = {
+_PREVIEW: dict[DetectionStatus, str] = {
     "already_directory": "Directory-backed session store is already active.",
     "missing": "No legacy sessions.json store was found.",
     "invalid_legacy": "Legacy sessions.json exists but could not be migrated safely.",
@@ -111,7 +121,7 @@ class Detection:
     """What :func:`detect` found (nothing is written to find it)."""
 
     store_path: str
-    status: str
+    status: DetectionStatus
     legacy_exists: bool
     directory_active: bool
     legacy_entry_count: int = 0
@@ -120,6 +130,7 @@ class Detection:
     preview: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for JSON output)."""
         return dict(self.__dict__)
 
 
@@ -128,13 +139,14 @@ class MigrationResult:
     """The outcome of one :func:`migrate` call."""
 
     store_path: str
-    outcome: str
+    outcome: MigrationOutcome
     legacy_entries: int = 0
     migrated_entries: int = 0
     backup_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for JSON output)."""
         return dict(self.__dict__)
 
 
@@ -144,7 +156,7 @@ def _default_normalize(key: Any) -> str:
     return validate_key(key).lower()
 
 
-def detect(store_path, *, normalize: Callable[[Any], str] | None = None,
+def detect(store_path: str | os.PathLike[str], *, normalize: KeyNormalizer | None = None,
            max_bytes: int | None = None) -> Detection:
     """Read-only inspection of a store path: status, counts, warnings, preview.
 
@@ -153,12 +165,13 @@ def detect(store_path, *, normalize: Callable[[Any], str] | None = None,
     paths = StorePaths.from_store_path(store_path)
     active = read_state(paths, check_safety=False) is not None
     inspection = _read_legacy(paths.store, normalize or _default_normalize, max_bytes, _CountSink())
-    status = {
+    statuses: dict[str, DetectionStatus] = {
         "missing": "already_directory" if active else "missing",
         "invalid": "invalid_legacy",
         "empty": "empty_legacy",
         "ready": "ready_to_migrate",
-    }[inspection.kind]
+    }
+    status = statuses[inspection.kind]
     count = inspection.count
     if active and inspection.kind != "missing" and _backup_twin(paths) is not None:
         inspection.warnings.append("Legacy sessions.json was already migrated by an interrupted "
@@ -186,8 +199,8 @@ def detect(store_path, *, normalize: Callable[[Any], str] | None = None,
     )
 
 
-def migrate_snapshot(store, entries: dict[str, dict]) -> MigrationResult:
-    """Save-time migration (the caller, a SessionStore, holds the lock):
+def migrate_snapshot(store: FileBackend, entries: Entries) -> MigrationResult:
+    """Save-time migration (the caller, a FileBackend, holds the lock):
     promote *entries* -- the store as the caller wants it saved -- and back
     up whatever legacy file was there."""
     paths = store.paths
@@ -209,9 +222,9 @@ def migrate_snapshot(store, entries: dict[str, dict]) -> MigrationResult:
     return MigrationResult(paths.store, "migrated", len(entries), len(entries), backup, warnings)
 
 
-def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: int | None = None,
-            lower_keys: bool = True, progress: Callable[[int, int], None] | None = None
-            ) -> MigrationResult:
+def migrate(store_path: str | os.PathLike[str], *, lock_timeout: float = 60.0,
+            max_bytes: int | None = None, lower_keys: bool = True,
+            progress: ProgressCallback | None = None) -> MigrationResult:
     """Migrate one store to directory mode (idempotent, crash-safe).
 
     The legacy file is read streaming, whatever its size: memory stays
@@ -221,25 +234,27 @@ def migrate(store_path, *, lock_timeout: float = 60.0, max_bytes: int | None = N
     *progress*, if given, is called as ``progress(bytes read, file size)``
     while the legacy file is read (its entries are staged as they come).
 
-    Exceptions propagate (the startup runner turns them into ``failed``).
+    Exceptions propagate (the startup runner turns them into ``failed``):
+    :class:`~sessionsd.errors.DamagedStoreError` for a damaged
+    ``sessions.d``, :class:`~sessionsd.errors.StoreLockTimeout`, ``OSError``.
     Nothing is logged above DEBUG: what an operator should see is in the
     result's ``warnings``.
     """
-    from .store import SessionStore
+    from ._file_backend import FileBackend
 
-    store = SessionStore(store_path, lower_keys=lower_keys, lock_timeout=lock_timeout)
-    if not os.path.isdir(store.paths.dir):
-        # Nothing to migrate, and taking the lock would create the directory.
-        return MigrationResult(store.paths.store, "missing")
-    with store._lock.hold(lock_timeout, heavy=True):
-        result = _migrate_locked(store, max_bytes, progress)
+    with closing(FileBackend(store_path, lower_keys=lower_keys, lock_timeout=lock_timeout)) as store:
+        if not os.path.isdir(store.paths.dir):
+            # Nothing to migrate, and taking the lock would create the directory.
+            return MigrationResult(store.paths.store, "missing")
+        with store._lock.hold(lock_timeout, heavy=True):
+            result = _migrate_locked(store, max_bytes, progress)
     _log.debug("migration of session store %s: %s (%d entries)", result.store_path, result.outcome,
                result.migrated_entries)
     return result
 
 
-def _migrate_locked(store, max_bytes: int | None,
-                    progress: Callable[[int, int], None] | None) -> MigrationResult:
+def _migrate_locked(store: FileBackend, max_bytes: int | None,
+                    progress: ProgressCallback | None) -> MigrationResult:
     """:func:`migrate` for a caller holding the store lock."""
     paths = store.paths
     cleanup_stale_staging(paths)
@@ -293,14 +308,14 @@ def _migrate_locked(store, max_bytes: int | None,
         result.outcome = "skipped_empty"
         return result
 
-    def merge(current: dict) -> int:
+    def merge(current: Entries) -> int:
         for key, entry in sink.entries.items():
             existing = current.get(key)
             if existing is None or _updated_at(entry) > _updated_at(existing):
                 current[key] = entry
         return len(current)
 
-    result.migrated_entries = store.update(merge)
+    result.migrated_entries = store.mutate(merge)
     _faults.hit("migrate:after-merge")
     result.outcome = "migrated"
     result.backup_path = _retire_legacy(paths, None, result.warnings)
@@ -308,8 +323,8 @@ def _migrate_locked(store, max_bytes: int | None,
     return result
 
 
-def _migrate_fresh(store, max_bytes: int | None,
-                   progress: Callable[[int, int], None] | None) -> MigrationResult:
+def _migrate_fresh(store: FileBackend, max_bytes: int | None,
+                   progress: ProgressCallback | None) -> MigrationResult:
     """Under the lock, no directory store active: stream the legacy file
     into a staging directory, then promote it (SPEC §6, fresh migration)."""
     paths = store.paths
@@ -320,8 +335,9 @@ def _migrate_fresh(store, max_bytes: int | None,
         result.warnings = list(inspection.warnings)
         if inspection.kind != "ready":
             sink.discard()
-            result.outcome = {"missing": "missing", "invalid": "skipped_invalid",
-                              "empty": "skipped_empty"}[inspection.kind]
+            outcomes: dict[str, MigrationOutcome] = {
+                "missing": "missing", "invalid": "skipped_invalid", "empty": "skipped_empty"}
+            result.outcome = outcomes[inspection.kind]
             if inspection.kind == "empty":
                 result.legacy_entries = inspection.raw_count
             return result
@@ -346,7 +362,8 @@ def _migrate_fresh(store, max_bytes: int | None,
 
 # -- the first write into a big legacy file -------------------------------------------------
 
-def migrate_for_write(store, mutate: Callable[[dict], None], protect: frozenset = frozenset()) -> bool:
+def migrate_for_write(store: FileBackend, mutate: Callable[[dict[str, Any]], object],
+                      protect: frozenset[str] = frozenset()) -> bool:
     """Legacy mode, under the store lock, before a write: a legacy file
     over :data:`WHOLE_FILE_BYTES` is never loaded whole to be rewritten --
     the write migrates it by streaming first (as :func:`migrate` does, with
@@ -379,11 +396,12 @@ def migrate_for_write(store, mutate: Callable[[dict], None], protect: frozenset 
     return True
 
 
-def _write_through_view(store, mutate: Callable[[dict], None], protect: frozenset) -> None:
+def _write_through_view(store: FileBackend, mutate: Callable[[dict[str, Any]], object],
+                        protect: frozenset[str]) -> None:
     from ._directory import Snapshot
-    from .store import _check_serialisable
+    from ._file_legacy import _check_serialisable
 
-    state = read_state(store.paths)
+    state = _active_state(store)
     view = _DirectoryView(store, state)
     mutate(view)
     before, after = view.changes()
@@ -392,12 +410,21 @@ def _write_through_view(store, mutate: Callable[[dict], None], protect: frozense
     store._commit_diff(state, Snapshot((0, 0), before, {}, []), after)
     if store._maintainer is not None:
         # Directory-mode maintenance: one sweep of the new store.
-        state = read_state(store.paths)
+        state = _active_state(store)
         stats = store._dir.ensure_stats(state.version)
         store._maintainer.sweep_directory(state.version, stats, protect=protect, full=True)
 
 
-class _DirectoryView(dict):
+def _active_state(store: FileBackend) -> State:
+    """The state of *store*'s directory store, which the caller (holding
+    the lock) has just made active; RuntimeError if it is not."""
+    state = read_state(store.paths)
+    if state is None:
+        raise RuntimeError(f"directory session store is not active after its migration: {store.paths.root}")
+    return state
+
+
+class _DirectoryView(dict[str, Any]):
     """The directory store as the dict a legacy-mode write expects, read
     lazily: a key-based access (``[]``, ``get``, ``in``, ``pop``,
     ``setdefault``, assignment, ``del``) reads that one entry; anything else
@@ -405,21 +432,21 @@ class _DirectoryView(dict):
     :meth:`changes` gives what to diff: the entries read and their new
     values, or the whole store before and after."""
 
-    def __init__(self, store, state) -> None:
+    def __init__(self, store: FileBackend, state: State) -> None:
         super().__init__()
         self._store = store
         self._state = state
-        self._read: dict[str, dict | None] = {}
-        self._whole: dict[str, dict] | None = None
+        self._read: dict[str, Entry | None] = {}
+        self._whole: Entries | None = None
 
-    def _load(self, key: Any) -> None:
+    def _load(self, key: object) -> None:
         if self._whole is not None or key in self._read:
             return
         try:
             normal = isinstance(key, str) and self._store.normalize_key(key) == key
         except ValueError:
             normal = False
-        if not normal:
+        if not normal or not isinstance(key, str):
             self._everything()
             return
         entry = self._store._dir.read_entry(key, encode_key(key))
@@ -439,7 +466,7 @@ class _DirectoryView(dict):
         dict.update(self, touched)
         self._whole = entries
 
-    def changes(self) -> tuple[dict[str, dict], dict[str, Any]]:
+    def changes(self) -> tuple[Entries, dict[str, Any]]:
         """``(before, after)``: only the keys read, unless all were loaded."""
         if self._whole is not None:
             return self._whole, dict(dict.items(self))
@@ -448,101 +475,111 @@ class _DirectoryView(dict):
         return before, after
 
     # key-based: one entry
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         self._load(key)
         return dict.__getitem__(self, key)
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of *key*, or *default* (reads that one entry)."""
         self._load(key)
         return dict.get(self, key, default)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         self._load(key)
         return dict.__contains__(self, key)
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: str, value: Any) -> None:
         self._load(key)
         dict.__setitem__(self, key, value)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: str) -> None:
         self._load(key)
         dict.__delitem__(self, key)
 
-    def pop(self, key, *default):
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove *key* and return its value (or *default*), as ``dict.pop``."""
         self._load(key)
         return dict.pop(self, key, *default)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """As ``dict.setdefault`` (reads that one entry first)."""
         self._load(key)
         return dict.setdefault(self, key, default)
 
     # the rest: the whole store
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         self._everything()
         return dict.__iter__(self)
 
-    def __reversed__(self):
+    def __reversed__(self) -> Iterator[str]:
         self._everything()
         return dict.__reversed__(self)
 
-    def __len__(self):
+    def __len__(self) -> int:
         self._everything()
         return dict.__len__(self)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         self._everything()
         return dict.__eq__(self, other)
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> bool:
         self._everything()
         return dict.__ne__(self, other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         self._everything()
         return dict.__repr__(self)
 
-    def __or__(self, other):
+    def __or__(self, other: Any) -> Any:
         self._everything()
         return dict.__or__(self, other)
 
-    def __ror__(self, other):
+    def __ror__(self, other: Any) -> Any:
         self._everything()
         return dict.__ror__(self, other)
 
-    def __ior__(self, other):
+    def __ior__(self, other: Any) -> Any:
         self._everything()
         return dict.__ior__(self, other)
 
-    def keys(self):
+    def keys(self) -> dict_keys[str, Any]:
+        """Every key of the store (loads it all)."""
         self._everything()
         return dict.keys(self)
 
-    def values(self):
+    def values(self) -> dict_values[str, Any]:
+        """Every entry of the store (loads it all)."""
         self._everything()
         return dict.values(self)
 
-    def items(self):
+    def items(self) -> dict_items[str, Any]:
+        """Every ``(key, entry)`` of the store (loads it all)."""
         self._everything()
         return dict.items(self)
 
-    def clear(self):
+    def clear(self) -> None:
+        """Remove every session (loads the store first, to know them)."""
         self._everything()
         dict.clear(self)
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """As ``dict.update`` (loads the store first)."""
         self._everything()
         dict.update(self, *args, **kwargs)
 
-    def popitem(self):
+    def popitem(self) -> tuple[str, Any]:
+        """As ``dict.popitem`` (loads the store first)."""
         self._everything()
         return dict.popitem(self)
 
-    def copy(self):
+    def copy(self) -> dict[str, Any]:
+        """A plain dict of the whole store (loads it all)."""
         self._everything()
         return dict.copy(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         self._everything()
         return (dict, (dict(dict.items(self)),))
