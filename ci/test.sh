@@ -15,7 +15,16 @@ VENV="${SESSIONSD_TEST_VENV:-.venv-test}"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-SESSIONSD_REQUIRE_EXTENSIONS=1 "$VENV/bin/python" -m pip install --quiet ".[test]"
+SESSIONSD_REQUIRE_EXTENSIONS=1 "$VENV/bin/python" -m pip install --quiet ".[test,postgres]"
+
+# A throwaway PostgreSQL server for the PostgreSQL backend's tests, which must
+# run here (Debian's postgresql package is installed when missing); stopped
+# and its directory removed on exit.  (The assignment stays on its own line:
+# under set -e a failed start must stop the script.)
+PG_ENV="$(bash ci/postgres.sh start)"
+eval "$PG_ENV"
+trap 'bash ci/postgres.sh stop' EXIT
+export SESSIONSD_REQUIRE_POSTGRES=1
 
 # Run from tests/'s parent but against the installed package: src/ is not on
 # sys.path, so a stale source tree cannot mask a broken wheel.

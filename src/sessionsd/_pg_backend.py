@@ -1,0 +1,574 @@
+"""The PostgreSQL backend: :class:`PostgresBackend`, one namespace of a
+database as a :class:`~sessionsd._backend.Backend`.
+
+The public store is :class:`sessionsd.postgres.PostgresStore` (the store
+façade over this backend); the tables are :mod:`sessionsd._pg_schema`'s, the
+connections :mod:`sessionsd._pg_connection`'s.  Keys arrive normalised and
+entries as dicts (the façade checked them); this module encodes entries,
+writes and reads rows, keeps the load cache and runs maintenance.
+
+How the guarantees are kept:
+
+* every write locks its namespace's row in ``sessionsd_namespaces`` first
+  (single-entry writes in the same statement), so the writers of a namespace
+  commit one at a time and a read-modify-write (``update_one``, ``take``,
+  ``mutate``) sees every earlier commit: no update is lost, from any number
+  of processes and machines;
+* multi-entry commits (``put_many``, ``mutate``, maintenance) are one
+  transaction: no reader sees half of one, and a client killed
+  mid-transaction commits nothing;
+* every listing (``load``, ``keys``, ``summary``, ``recent``) is one
+  statement, hence one snapshot; ``count`` reads the namespace row's exact
+  counter;
+* ``load``'s per-process cache is keyed by the namespace's version row, which
+  every commit bumps, and is checked against the database on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ._backend import Normalizer
+from ._codec import copy_json, same_json
+from ._layout import now_ms
+from ._pg_connection import Conn, Connections, redact_url, split_url
+from ._pg_rows import LoadCache, NsRow, Row, decode, encode, key_bytes, key_text, sort_at, summary_of
+from ._pg_schema import SCHEMA_VERSION, ensure_schema
+from ._types import Entries, Entry
+from .errors import SchemaVersionError
+from .maintenance import Maintenance, MaintenanceReport, plan_removals
+
+__all__ = ["PostgresBackend", "POSTGRES"]
+
+_log = logging.getLogger(__name__)
+
+#: The backend's :attr:`~PostgresBackend.mode`.
+POSTGRES = "postgres"
+
+T = TypeVar("T")
+
+_PUT = "SELECT * FROM sessionsd_put(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_UPSERT = """
+INSERT INTO sessionsd_entries (namespace, key, entry, updated_at, sort_at, last_channel, last_to, summary, size)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (namespace, key) DO UPDATE SET entry = EXCLUDED.entry, updated_at = EXCLUDED.updated_at,
+    sort_at = EXCLUDED.sort_at, last_channel = EXCLUDED.last_channel, last_to = EXCLUDED.last_to,
+    summary = EXCLUDED.summary, size = EXCLUDED.size
+"""
+_RECOUNT = """
+UPDATE sessionsd_namespaces n SET version = n.version + 1,
+    entries = (SELECT count(*) FROM sessionsd_entries e WHERE e.namespace = n.namespace),
+    bytes = (SELECT coalesce(sum(e.size), 0) FROM sessionsd_entries e WHERE e.namespace = n.namespace)
+WHERE n.namespace = %s
+RETURNING n.id, n.version, n.entries, n.bytes, n.last_sweep
+"""
+_ADJUST = """
+UPDATE sessionsd_namespaces SET version = version + 1, entries = entries + %s, bytes = bytes + %s
+WHERE namespace = %s RETURNING id, version, entries, bytes, last_sweep
+"""
+# After the namespace lock (its own statement, so this one's snapshot has
+# every earlier commit): the entry goes, the counters follow, one statement.
+_TAKE = """
+WITH gone AS (DELETE FROM sessionsd_entries WHERE namespace = %s AND key = %s RETURNING entry, size)
+UPDATE sessionsd_namespaces n SET version = n.version + 1, entries = n.entries - 1, bytes = n.bytes - gone.size
+FROM gone WHERE n.namespace = %s
+RETURNING gone.entry, n.id, n.version
+"""
+
+
+class PostgresBackend:
+    """One namespace of a PostgreSQL database, as a store backend (see
+    :mod:`sessionsd._backend` for the contract, the module docstring for
+    how it is kept).  The options are
+    :class:`~sessionsd.postgres.PostgresStore`'s."""
+
+    def __init__(self, url: str, *, namespace: str | None = None, cache: bool = True,
+                 maintenance: Maintenance | None = None, lock_timeout: float = 30.0,
+                 connect_timeout: float = 10.0, pool_min_size: int = 1, pool_max_size: int = 4) -> None:
+        conninfo, self.namespace = split_url(url, namespace)
+        #: The URL without its password (and with the namespace parameter, if it had one).
+        self.url = redact_url(url if namespace is None else conninfo)
+        self._location = f"{redact_url(conninfo)} namespace={self.namespace!r}"
+        self.maintenance = maintenance
+        #: The report of the last maintenance sweep.
+        self.last_maintenance: MaintenanceReport | None = None
+        self._last_warn = 0
+        self._cache = LoadCache.shared(conninfo, self.namespace) if cache else None
+        self._db = Connections(conninfo, self.url, self.namespace, lock_timeout=lock_timeout,
+                               connect_timeout=connect_timeout, min_size=pool_min_size,
+                               max_size=pool_max_size)
+        try:
+            found = self._db.run("open", _open_schema)
+        except BaseException:
+            self._db.close()
+            raise
+        if found > SCHEMA_VERSION:
+            self._db.close()
+            raise SchemaVersionError(
+                f"the sessionsd schema of {self.url} is version {found}, newer than this sessionsd "
+                f"supports ({SCHEMA_VERSION}): upgrade sessionsd", self.url, found, SCHEMA_VERSION)
+
+    @property
+    def mode(self) -> str:
+        """``"postgres"``."""
+        return POSTGRES
+
+    @property
+    def location(self) -> str:
+        """The URL without its password (nor its namespace parameter), then
+        ``namespace='…'``."""
+        return self._location
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a write waits for the namespace's lock."""
+        return self._db.lock_timeout
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds a call waits for a connection."""
+        return self._db.connect_timeout
+
+    def close(self) -> None:
+        """Close the connection pool (in a forked child: leave the parent's alone)."""
+        self._db.close()
+
+    # -- locking and the cache ------------------------------------------------------------
+
+    def _lock(self, conn: Conn) -> NsRow:
+        """Lock this namespace's row (creating it) for the transaction."""
+        row = conn.execute("SELECT * FROM sessionsd_lock(%s)", (self.namespace,)).fetchone()
+        assert row is not None
+        return NsRow(*row)
+
+    def _note_commit(self, before: tuple[int, int] | None, after: tuple[int, int] | None,
+                     changes: Mapping[str, str | None]) -> None:
+        """Keep the load cache current across this process's own commit."""
+        if self._cache is None:
+            return
+        if self._db.nested():
+            self._cache.clear()  # the outer transaction may yet roll back
+        elif before is not None and after is not None and after[1] == before[1] + 1:
+            self._cache.apply(before, after, changes)
+
+    # -- single-entry reads ------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        """The entry of *key*, or None: one primary-key lookup, never cached."""
+        def body(conn: Conn) -> Any:
+            return conn.execute("SELECT entry FROM sessionsd_entries WHERE namespace = %s AND key = %s",
+                                (self.namespace, key_bytes(key))).fetchone()
+
+        row = self._db.run("get", body)
+        return None if row is None else decode(row[0])
+
+    def updated_at(self, key: str) -> Any:
+        """``entry["updatedAt"]`` exactly as stored, or None: the indexed
+        columns, not the entry."""
+        def body(conn: Conn) -> Any:
+            return conn.execute(
+                "SELECT updated_at, summary FROM sessionsd_entries WHERE namespace = %s AND key = %s",
+                (self.namespace, key_bytes(key))).fetchone()
+
+        row = self._db.run("updated_at", body)
+        if row is None:
+            return None
+        if row[1] is not None:
+            return decode(row[1])["updatedAt"]
+        return row[0]
+
+    def contains(self, key: str) -> bool:
+        """Whether *key* has an entry."""
+        def body(conn: Conn) -> Any:
+            return conn.execute("SELECT 1 FROM sessionsd_entries WHERE namespace = %s AND key = %s",
+                                (self.namespace, key_bytes(key))).fetchone()
+
+        return self._db.run("contains", body) is not None
+
+    # -- single-entry writes -----------------------------------------------------------
+
+    def _put_row(self, conn: Conn, key: str, row: Row) -> NsRow:
+        result = conn.execute(_PUT, (self.namespace, key_bytes(key), row.text, row.updated_at, row.sort_at,
+                                     row.last_channel, row.last_to, row.summary, row.size)).fetchone()
+        assert result is not None
+        return NsRow(*result)
+
+    def put(self, key: str, entry: Entry) -> None:
+        """Create or replace the entry of *key*: one statement (lock, write,
+        version bump), one round trip."""
+        self._put(key, encode(key, entry), "put")
+
+    def _put(self, key: str, row: Row, operation: str) -> None:
+        ns = self._db.run(operation, lambda conn: self._put_row(conn, key, row), write=True)
+        self._note_commit((ns.id, ns.version - 1), (ns.id, ns.version), {key: row.text})
+        self._after_write(frozenset({key}), ns)
+
+    def update_one(self, key: str, fn: Callable[[Entry | None], Entry | None],
+                   create: bool) -> Entry | None:
+        """Read-modify-write *key* in one transaction under the namespace
+        lock; calls *fn* makes on this backend from this thread join it."""
+        raw = key_bytes(key)
+        outcome: list[Any] = []
+
+        def body(conn: Conn) -> Entry | None:
+            ns = self._lock(conn)
+            found = conn.execute("SELECT entry FROM sessionsd_entries WHERE namespace = %s AND key = %s",
+                                 (self.namespace, raw)).fetchone()
+            current: Entry | None = None if found is None else decode(found[0])
+            if current is None and not create:
+                return None
+            new = fn(None if current is None else copy_json(current))
+            if new is None:
+                return current
+            row = encode(key, new)
+            after = self._put_row(conn, key, row)
+            outcome.append((ns, after, row.text))
+            return new
+
+        # The public names of the calls that come here, for a lost connection's message.
+        result = self._db.transaction("update_entry" if create else "patch", body)
+        if outcome:
+            before, after, text = outcome[0]
+            self._note_commit((before.id, before.version), (after.id, after.version), {key: text})
+            self._after_write(frozenset({key}), after)
+        return result
+
+    def delete(self, key: str) -> bool:
+        """Remove *key*'s entry (one statement); whether there was one."""
+        def body(conn: Conn) -> tuple[bool, int | None, int | None]:
+            row = conn.execute("SELECT * FROM sessionsd_delete(%s, %s)",
+                               (self.namespace, key_bytes(key))).fetchone()
+            assert row is not None
+            return bool(row[0]), row[1], row[2]
+
+        deleted, ns_id, version = self._db.run("delete", body, write=True)
+        if deleted and ns_id is not None and version is not None:
+            self._note_commit((ns_id, version - 1), (ns_id, version), {key: None})
+        return deleted
+
+    def take(self, key: str) -> Entry | None:
+        """Remove *key*'s entry and return it, in one transaction under the
+        namespace lock (None when there is none: nothing is written)."""
+        def body(conn: Conn) -> Any:
+            locked = conn.execute("SELECT id FROM sessionsd_namespaces WHERE namespace = %s FOR NO KEY UPDATE",
+                                  (self.namespace,)).fetchone()
+            if locked is None:
+                return None  # no namespace row: nothing was ever written here
+            return conn.execute(_TAKE, (self.namespace, key_bytes(key), self.namespace)).fetchone()
+
+        row = self._db.transaction("take", body)
+        if row is None:
+            return None
+        ns_id, version = int(row[1]), int(row[2])
+        self._note_commit((ns_id, version - 1), (ns_id, version), {key: None})
+        return decode(row[0])  # type: ignore[no-any-return]
+
+    # -- whole-store writes ---------------------------------------------------------------
+
+    def put_many(self, entries: Entries) -> None:
+        """Create or replace every entry of *entries* in one transaction:
+        the namespace lock, the sizes of the entries replaced, one batch of
+        upserts, the counters.  Nothing else is read."""
+        rows = {key: encode(key, entry) for key, entry in entries.items()}  # before any round trip
+        if not rows:
+            return
+        if len(rows) == 1:
+            [(key, row)] = rows.items()
+            self._put(key, row, "put_many")
+            return
+        holder: list[tuple[NsRow, NsRow]] = []
+
+        def body(conn: Conn) -> None:
+            ns = self._lock(conn)
+            old = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM sessionsd_entries "
+                               "WHERE namespace = %s AND key = ANY(%s)",
+                               (self.namespace, [key_bytes(key) for key in rows])).fetchone()
+            assert old is not None
+            self._upsert(conn, rows)
+            added = len(rows) - int(old[0])
+            grown = sum(row.size for row in rows.values()) - int(old[1])
+            after = conn.execute(_ADJUST, (added, grown, self.namespace)).fetchone()
+            assert after is not None
+            holder.append((ns, NsRow(*after)))
+
+        self._db.transaction("put_many", body)
+        before, after = holder[-1]
+        self._note_commit((before.id, before.version), (after.id, after.version),
+                          {key: row.text for key, row in rows.items()})
+        self._after_write(frozenset(rows), after)
+
+    def _upsert(self, conn: Conn, rows: Mapping[str, Row]) -> None:
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(_UPSERT, [(self.namespace, key_bytes(key), row.text, row.updated_at,
+                                           row.sort_at, row.last_channel, row.last_to, row.summary, row.size)
+                                          for key, row in rows.items()])
+
+    def mutate(self, fn: Callable[[Entries], T], normalize: Normalizer) -> T:
+        """Run *fn* on a private copy of every entry under the namespace
+        lock, pass what it left through *normalize*, then commit what
+        changed (compared by value) in the same transaction."""
+        holder: list[Any] = []
+
+        def body(conn: Conn) -> T:
+            ns = self._lock(conn)
+            rows = conn.execute("SELECT key, entry FROM sessionsd_entries WHERE namespace = %s",
+                                (self.namespace,)).fetchall()
+            before: Entries = {key_text(row[0]): decode(row[1]) for row in rows}
+            work = {key: copy_json(entry) for key, entry in before.items()}
+            result = fn(work)
+            after = normalize(work)
+            report: MaintenanceReport | None = None
+            removed: Entries = {}
+            settings = self.maintenance
+            if settings is not None and settings.active:
+                report, removed = self._apply_to_mapping(after, settings)
+            changes = self._commit_diff(conn, before, after)
+            holder.append((ns, changes, report, removed, settings))
+            return result
+
+        result = self._db.transaction("mutate", body)
+        ns, changes, report, removed, settings = holder[-1]
+        if changes is not None:
+            diff, after_ns = changes
+            self._note_commit((ns.id, ns.version), (after_ns.id, after_ns.version), diff)
+        if report is not None:
+            self.last_maintenance = report
+            if removed:
+                self._finish(settings, removed)
+        return result
+
+    def _commit_diff(self, conn: Conn, before: Mapping[str, Entry], after: Mapping[str, Entry]
+                     ) -> tuple[dict[str, str | None], NsRow] | None:
+        """Under the lock: write what differs, by value, between *before*
+        and *after* (only changed entries are encoded); None when nothing
+        does."""
+        upserts = {key: encode(key, entry) for key, entry in after.items()
+                   if not (key in before and same_json(before[key], entry))}
+        gone = [key for key in before if key not in after]
+        if not upserts and not gone:
+            return None
+        diff: dict[str, str | None] = {key: row.text for key, row in upserts.items()}
+        if gone:
+            conn.execute("DELETE FROM sessionsd_entries WHERE namespace = %s AND key = ANY(%s)",
+                         (self.namespace, [key_bytes(key) for key in gone]))
+            diff.update(dict.fromkeys(gone))
+        self._upsert(conn, upserts)
+        counted = conn.execute(_RECOUNT, (self.namespace,)).fetchone()
+        assert counted is not None
+        return diff, NsRow(*counted)
+
+    # -- whole-store reads ---------------------------------------------------------------
+
+    def load(self) -> Entries:
+        """Every entry, from one statement (one snapshot).  With the cache
+        on, the namespace's version is read first (one indexed row); when it
+        is the cached view's, that view is the answer."""
+        cache = self._cache if not self._db.nested() else None
+        if cache is not None and cache.token is not None:
+            current = self._db.run("load", lambda conn: conn.execute(
+                "SELECT id, version FROM sessionsd_namespaces WHERE namespace = %s",
+                (self.namespace,)).fetchone())
+            token = None if current is None else (int(current[0]), int(current[1]))
+            with cache.mutex:
+                if token is not None and cache.token == token and cache.entries is not None:
+                    return {key: copy_json(entry) for key, entry in cache.entries.items()}
+
+        rows = self._db.run("load", lambda conn: conn.execute(
+            "SELECT n.id, n.version, e.key, e.entry FROM sessionsd_namespaces n "
+            "LEFT JOIN sessionsd_entries e ON e.namespace = n.namespace WHERE n.namespace = %s",
+            (self.namespace,)).fetchall())
+        entries: Entries = {key_text(row[2]): decode(row[3]) for row in rows if row[2] is not None}
+        if cache is not None and rows:
+            token = (int(rows[0][0]), int(rows[0][1]))
+            with cache.mutex:
+                cache.token = token
+                cache.entries = {key: copy_json(entry) for key, entry in entries.items()}
+        return entries
+
+    def keys(self) -> list[str]:
+        """Every key (in code point order, the primary key's)."""
+        rows = self._db.run("keys", lambda conn: conn.execute(
+            "SELECT key FROM sessionsd_entries WHERE namespace = %s ORDER BY key",
+            (self.namespace,)).fetchall())
+        return [key_text(row[0]) for row in rows]
+
+    def count(self) -> int:
+        """The number of sessions: the namespace row's exact counter."""
+        row = self._db.run("len", lambda conn: conn.execute(
+            "SELECT entries FROM sessionsd_namespaces WHERE namespace = %s", (self.namespace,)).fetchone())
+        return 0 if row is None else int(row[0])
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """``{key: {"lastChannel", "lastTo", "updatedAt"}}`` from the summary
+        columns (no entry is read)."""
+        rows = self._db.run("summary", lambda conn: conn.execute(
+            "SELECT key, updated_at, last_channel, last_to, summary FROM sessionsd_entries "
+            "WHERE namespace = %s ORDER BY key", (self.namespace,)).fetchall())
+        return {key_text(row[0]): summary_of(row[1], row[2], row[3], row[4]) for row in rows}
+
+    def recent(self, limit: int, offset: int) -> list[tuple[str, dict[str, Any]]]:
+        """The page of the recency order: one scan of the ``(namespace,
+        sort_at DESC, key)`` index."""
+        rows = self._db.run("recent", lambda conn: conn.execute(
+            "SELECT key, updated_at, last_channel, last_to, summary FROM sessionsd_entries "
+            "WHERE namespace = %s ORDER BY sort_at DESC, key LIMIT %s OFFSET %s",
+            (self.namespace, limit, offset)).fetchall())
+        return [(key_text(row[0]), summary_of(row[1], row[2], row[3], row[4])) for row in rows]
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def maintain(self, settings: Maintenance, dry_run: bool) -> MaintenanceReport:
+        """A full maintenance sweep with *settings*, as one transaction.  The
+        disk budget counts the bytes of the stored JSON."""
+        return self._sweep(settings, protect=frozenset(), full=True, dry_run=dry_run)
+
+    def _after_write(self, keys: frozenset[str], ns: NsRow) -> None:
+        """After a committed write of *keys*: O(1) unless a sweep is due
+        (the counters came back with the write).  The keys just written are
+        never removed by it."""
+        settings = self.maintenance
+        if settings is None or not settings.active or self._db.nested():
+            return
+        now = now_ms()
+        interval = settings.sweep_interval * 1000
+        since_sweep = now - ns.last_sweep
+        due_age = settings.prune_after is not None and not 0 <= since_sweep < interval
+        due_cap = settings.max_entries is not None and ns.entries > settings.max_entries
+        due_disk = settings.max_disk_bytes is not None and ns.bytes > settings.max_disk_bytes
+        if not (due_age or due_cap or due_disk):
+            return
+        if settings.mode == "warn":
+            # A full report at most once per interval per namespace (last_sweep is shared).
+            if 0 <= now - max(ns.last_sweep, self._last_warn) < interval:
+                return
+            self._sweep(settings, protect=keys, full=True, now=now)
+            return
+        self._sweep(settings, protect=keys, full=due_age, now=now)
+
+    def _oldest(self, conn: Conn, ns: NsRow, settings: Maintenance,
+                protect: frozenset[str]) -> list[tuple[float, str, int]]:
+        """The oldest sessions, enough of them for the cap and the budget
+        (every session newer than these is left out)."""
+        need_count = max(0, ns.entries - settings.max_entries) if settings.max_entries is not None else 0
+        need_bytes = max(0, ns.bytes - settings.max_disk_bytes) if settings.max_disk_bytes is not None else 0
+        limit = need_count + len(protect) + 16
+        while True:
+            rows = conn.execute(
+                "SELECT sort_at, key, size FROM sessionsd_entries WHERE namespace = %s "
+                "ORDER BY sort_at, key LIMIT %s", (self.namespace, limit)).fetchall()
+            items = [(float(row[0]), key_text(row[1]), int(row[2])) for row in rows]
+            usable = [item for item in items if item[1] not in protect]
+            if len(rows) < limit or (len(usable) >= need_count and sum(item[2] for item in usable) >= need_bytes):
+                return items
+            limit *= 4
+
+    def _sweep(self, settings: Maintenance, *, protect: frozenset[str], full: bool,
+               dry_run: bool = False, now: int | None = None) -> MaintenanceReport:
+        """One sweep in one transaction: plan with
+        :func:`~sessionsd.maintenance.plan_removals`, then (enforce, not a dry
+        run) delete what it chose."""
+        when = now_ms() if now is None else now
+        enforce = settings.mode == "enforce" and not dry_run
+        holder: list[Any] = []
+
+        def body(conn: Conn) -> MaintenanceReport:
+            ns = self._lock(conn)
+            if full:
+                rows = conn.execute("SELECT sort_at, key, size FROM sessionsd_entries WHERE namespace = %s",
+                                    (self.namespace,)).fetchall()
+                items = [(float(row[0]), key_text(row[1]), int(row[2])) for row in rows]
+            else:
+                items = self._oldest(conn, ns, settings, protect)
+            pruned, evicted, over_budget = plan_removals(items, ns.entries, ns.bytes, settings, when,
+                                                         protect=protect, prune=full)
+            report = MaintenanceReport(settings.mode, entries_before=ns.entries, bytes_before=ns.bytes)
+            report.pruned, report.evicted, report.over_budget = pruned, evicted, over_budget
+            removed = report.removed
+            sweep_time = when if full and not dry_run else None
+            if removed and enforce:
+                gone = conn.execute(
+                    "DELETE FROM sessionsd_entries WHERE namespace = %s AND key = ANY(%s) RETURNING key, entry, size",
+                    (self.namespace, [key_bytes(key) for key in removed])).fetchall()
+                entries = {key_text(row[0]): decode(row[1]) for row in gone}
+                freed = sum(int(row[2]) for row in gone)
+                after = conn.execute(
+                    "UPDATE sessionsd_namespaces SET version = version + 1, entries = entries - %s, "
+                    "bytes = bytes - %s, last_sweep = coalesce(%s, last_sweep) WHERE namespace = %s "
+                    "RETURNING id, version, entries, bytes, last_sweep",
+                    (len(gone), freed, sweep_time, self.namespace)).fetchone()
+                assert after is not None
+                after_ns = NsRow(*after)
+                report.applied = True
+                report.entries_after = after_ns.entries
+                report.bytes_after = after_ns.bytes
+                holder.append((ns, after_ns, entries))
+            else:
+                if sweep_time is not None:
+                    conn.execute("UPDATE sessionsd_namespaces SET last_sweep = %s WHERE namespace = %s",
+                                 (sweep_time, self.namespace))
+                sizes = {item[1]: item[2] for item in items}
+                report.entries_after = max(0, ns.entries - len(removed))
+                report.bytes_after = max(0, ns.bytes - sum(sizes.get(key, 0) for key in removed))
+            return report
+
+        report = self._db.transaction("maintain", body)
+        if holder:
+            before, after_ns, entries = holder[-1]
+            self._note_commit((before.id, before.version), (after_ns.id, after_ns.version),
+                              dict.fromkeys(entries))
+            _log.info("session maintenance removed %d sessions from %s", len(entries), self._location)
+            self._finish(settings, entries)
+        elif settings.mode == "warn" and not dry_run:
+            self._last_warn = when
+            if report.removed:
+                _log.warning("session maintenance (warn mode) would remove sessions from %s: %s",
+                             self._location, report.describe())
+        self.last_maintenance = report
+        return report
+
+    def _apply_to_mapping(self, entries: Entries, settings: Maintenance
+                          ) -> tuple[MaintenanceReport, Entries]:
+        """Maintenance on a whole mapping about to be committed (mutate): in
+        enforce mode remove from it in place.  Returns the report and the
+        removed ``{key: entry}``."""
+        now = now_ms()
+        want_size = settings.max_disk_bytes is not None
+        items = [(sort_at(entry.get("updatedAt")), key, encode(key, entry).size if want_size else 0)
+                 for key, entry in entries.items()]
+        total = sum(item[2] for item in items)
+        pruned, evicted, over_budget = plan_removals(items, len(entries), total, settings, now)
+        report = MaintenanceReport(settings.mode, pruned=pruned, evicted=evicted, over_budget=over_budget,
+                                   entries_before=len(entries), bytes_before=total)
+        removed: Entries = {}
+        gone = set(report.removed)
+        if gone and settings.mode == "enforce":
+            for key in report.removed:
+                removed[key] = entries.pop(key)
+            report.applied = True
+        elif gone and settings.mode == "warn":
+            _log.warning("session maintenance (warn mode) would remove sessions from %s: %s",
+                         self._location, report.describe())
+        report.entries_after = len(entries) - (0 if report.applied else len(gone))
+        report.bytes_after = total - sum(item[2] for item in items if item[1] in gone)
+        return report, removed
+
+    def _finish(self, settings: Maintenance, entries: Mapping[str, Entry]) -> None:
+        """After the commit: the ``on_removed`` callbacks (a failing one is
+        logged, not raised: the removal is done)."""
+        callback = settings.on_removed
+        if callback is None:
+            return
+        for key, entry in entries.items():
+            try:
+                callback(key, entry)
+            except Exception:  # noqa: BLE001 - a host bug must not fail the write
+                _log.exception("session maintenance: on_removed callback failed for %r", key)
+
+
+def _open_schema(conn: Conn) -> int:
+    from . import __version__
+
+    return ensure_schema(conn, f"sessionsd {__version__}")
