@@ -119,7 +119,10 @@ def _files(root):
             if name in ("seq", "state.json") or name.startswith("sessions.json"):
                 continue  # counters and timestamps differ by nature
             with open(os.path.join(base, name), "rb") as fh:
-                result[os.path.relpath(os.path.join(base, name), root)] = fh.read()
+                data = fh.read()
+            if name == "stats":
+                data = data[:40]  # the last 8 bytes: the mtime of entries/, a timestamp
+            result[os.path.relpath(os.path.join(base, name), root)] = data
     return result
 
 

@@ -105,7 +105,7 @@ def check_directory_store(store_dir: Path, *, since_ms: int | None = None,
     if stats_path.exists():
         info = os.lstat(stats_path)
         assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
-        assert len(stats_path.read_bytes()) == 40, "stats: seq, version, count, bytes, last sweep"
+        assert len(stats_path.read_bytes()) == 48, "stats: seq, version, count, bytes, last sweep, entries/ mtime"
 
     # Entry files: named by the codec rule from their own sessionKey, exactly
     # {"sessionKey", "entry"} with an object entry, mode 0600, no dotfiles.

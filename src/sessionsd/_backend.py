@@ -94,7 +94,8 @@ class Backend(Protocol):
         """Every entry, from one consistent state."""
 
     def keys(self) -> list[str]:
-        """Every key, in any order."""
+        """Every key, in code point order (what ``sorted()`` gives); the
+        caller does not mutate the list."""
 
     def count(self) -> int:
         """The number of sessions."""

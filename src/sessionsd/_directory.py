@@ -60,11 +60,15 @@ _log = logging.getLogger(__name__)
 _SEQ = struct.Struct("<Q")
 # sessions.d/stats: this library's store statistics, kept by every commit
 # under the lock so maintenance never has to count.  They are valid only for
-# the seq and state.json version recorded with them: a writer that does not
-# keep them (the reference code) bumps the version, and a writer that died
-# mid-commit leaves seq odd, whose recovery invalidates them.
-_STATS = struct.Struct("<QQQQQ")  # seq, version, entry count, entry bytes, last age sweep
-_NO_STATS = _STATS.pack(0, 0, 0, 0, 0)  # version 0 never matches a state.json version
+# the seq, state.json version and mtime of entries/ recorded with them (the
+# listing index's token): a writer that does not keep them (the reference
+# code) bumps the version, a writer that died mid-commit leaves seq odd,
+# whose recovery invalidates them, and a hand edit that creates, renames or
+# removes an entry file without a version bump changes the mtime of entries/.
+# (A stats file of 40 bytes, written before the mtime was recorded, is
+# "unknown": recounted once.)
+_STATS = struct.Struct("<QQQQQq")  # seq, version, entry count, entry bytes, last age sweep, entries/ mtime_ns
+_NO_STATS = _STATS.pack(0, 0, 0, 0, 0, -1)  # version 0 never matches a state.json version
 # Entry files per read_files() call in a full read: large enough that the
 # per-call cost vanishes, small enough that a batch of big entries does not
 # hold much more memory than one file at a time.
@@ -72,30 +76,32 @@ _READ_BATCH = 512
 
 
 class Stats:
-    """Entry count and bytes of a store, valid for one (seq, state.json version)."""
+    """Entry count and bytes of a store, valid for one (seq, state.json
+    version, mtime_ns of entries/)."""
 
-    __slots__ = ("count", "bytes", "version", "last_sweep", "seq")
+    __slots__ = ("count", "bytes", "version", "last_sweep", "seq", "entries_mtime")
 
     def __init__(self, count: int, size: int, version: int, last_sweep: int = 0,
-                 seq: int = 0) -> None:
+                 seq: int = 0, entries_mtime: int = -1) -> None:
         self.count = count
         self.bytes = size
         self.version = version
         self.last_sweep = last_sweep
         self.seq = seq
+        self.entries_mtime = entries_mtime
 
     def pack(self, seq: int) -> bytes:
-        """The 40 bytes of the stats file for these figures, written at *seq*."""
-        return _STATS.pack(seq, self.version, self.count, self.bytes, self.last_sweep)
+        """The 48 bytes of the stats file for these figures, written at *seq*."""
+        return _STATS.pack(seq, self.version, self.count, self.bytes, self.last_sweep, self.entries_mtime)
 
     @classmethod
     def unpack(cls, data: bytes) -> Stats | None:
-        """The figures in a stats file's bytes; None when they are not 40
+        """The figures in a stats file's bytes; None when they are not 48
         bytes or record "unknown" (version 0)."""
         if len(data) != _STATS.size:
             return None
-        seq, version, count, size, last_sweep = _STATS.unpack(data)
-        return cls(count, size, version, last_sweep, seq) if version else None
+        seq, version, count, size, last_sweep, entries_mtime = _STATS.unpack(data)
+        return cls(count, size, version, last_sweep, seq, entries_mtime) if version else None
 
     def __repr__(self) -> str:
         return f"Stats(count={self.count}, bytes={self.bytes}, version={self.version})"
@@ -315,9 +321,19 @@ class DirectoryStore:
         return Stats.unpack(data) if data is not None else None
 
     def read_stats(self, seq: int) -> Stats | None:
-        """The recorded statistics if they were written at *seq*, else None."""
+        """The recorded statistics if they were written at *seq* and entries/
+        has not changed since, else None."""
         stats = self._recorded_stats()
-        return stats if stats is not None and stats.seq == seq else None
+        if stats is None or stats.seq != seq or stats.entries_mtime != self.entries_mtime():
+            return None
+        return stats
+
+    def entries_mtime(self) -> int:
+        """mtime_ns of entries/ (-1 when it is gone)."""
+        try:
+            return os.lstat(self.paths.entries).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return -1
 
     def _write_stats(self, data: bytes, create: bool = True) -> None:
         """Overwrite the statistics in place (40 bytes: one pwrite)."""
@@ -349,10 +365,12 @@ class DirectoryStore:
         recovery)."""
         seq = self.read_seq()
         recorded = self._recorded_stats()
-        if recorded is not None and recorded.seq == seq and recorded.version == version:
+        mtime = self.entries_mtime()  # before counting: an edit while counting shows next time
+        if (recorded is not None and recorded.seq == seq and recorded.version == version
+                and recorded.entries_mtime == mtime):
             return recorded
         count, size = self.count_entries()
-        stats = Stats(count, size, version, recorded.last_sweep if recorded else 0, seq)
+        stats = Stats(count, size, version, recorded.last_sweep if recorded else 0, seq, mtime)
         self._write_stats(stats.pack(seq))
         return stats
 
@@ -377,7 +395,10 @@ class DirectoryStore:
             self._stats_fd = os.open(self.paths.stats, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC,
                                      0o600)
             stats = Stats.unpack(os.pread(self._stats_fd, _STATS.size, 0))
-            self._stats = stats if stats is not None and stats.seq == seq else None
+            # (The journal notes the same mtime: one lstat for both.)
+            self._journal_mtime = self.entries_mtime()
+            self._stats = stats if (stats is not None and stats.seq == seq
+                                    and stats.entries_mtime == self._journal_mtime) else None
             self._open_journal()
             self._set_seq(fd, seq + 1)
         except BaseException:
@@ -391,6 +412,9 @@ class DirectoryStore:
         try:
             stats_fd = self._stats_fd
             if stats_fd is not None:
+                if stats is not None:
+                    # After every rename of this commit: what the figures describe.
+                    stats.entries_mtime = self.entries_mtime()
                 os.pwrite(stats_fd, _NO_STATS if stats is None else stats.pack(odd + 1), 0)
             # else: the stats file was never opened (or already closed):
             # nothing is recorded at the new seq, which leaves the figures
@@ -423,7 +447,7 @@ class DirectoryStore:
         except OSError:
             self._journal_fd = None  # no index (or not a file): nothing to keep
             return
-        self._journal_mtime = os.lstat(self.paths.entries).st_mtime_ns
+        # self._journal_mtime: noted by _begin, before this call
 
     def _journal(self, version_before: int, version_after: int, odd: int, ops: list[list[Any]]) -> None:
         """Append this commit's record: after every rename, while seq is
@@ -764,9 +788,9 @@ class DirectoryStore:
         return odd - 1, stats
 
     @staticmethod
-    def initial_files(count: int, size: int) -> dict[str, bytes]:
+    def initial_files(count: int, size: int, entries_mtime: int = -1) -> dict[str, bytes]:
         """The seq and stats files of a freshly built store (version 1)."""
-        return {"seq": _SEQ.pack(0), "stats": Stats(count, size, 1).pack(0)}
+        return {"seq": _SEQ.pack(0), "stats": Stats(count, size, 1, entries_mtime=entries_mtime).pack(0)}
 
     def _stage_state(self) -> tuple[str, State]:
         """The bumped state.json written to a temp file in sessions.d/

@@ -402,8 +402,9 @@ class FileBackend(FileReads, LegacyMode):
         return self._listing(lambda index: index.summary(), _summarize)
 
     def keys(self) -> list[str]:
-        """Every key (from the listing index in directory mode)."""
-        return self._listing(lambda index: index.keys(), list)
+        """Every key in code point order (from the listing index in
+        directory mode, sorted once per index state)."""
+        return self._listing(lambda index: index.sorted_keys(), sorted)
 
     def count(self) -> int:
         """The number of sessions (from the listing index in directory mode)."""

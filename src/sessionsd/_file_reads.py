@@ -39,15 +39,6 @@ _FLIP_ATTEMPTS = 4
 DIRECTORY = "directory"
 
 
-def _entries_mtime(paths: StorePaths) -> int:
-    """mtime_ns of ``entries/``: part of the index token, so an edit that
-    creates, renames or removes an entry file is noticed without a version bump."""
-    try:
-        return os.lstat(paths.entries).st_mtime_ns
-    except (FileNotFoundError, NotADirectoryError):
-        return -1
-
-
 class FileReads:
     """The read side of :class:`~sessionsd._file_backend.FileBackend`."""
 
@@ -124,7 +115,8 @@ class FileReads:
             return self._index_at(state, self._dir.read_seq(), trust, build)
 
     def _token(self, state: State, seq: int) -> tuple[Any, ...]:
-        return state.identity + (state.version, seq, _entries_mtime(self.paths))
+        # The mtime of entries/ as read_state saw it (no lstat of its own).
+        return state.identity + (state.version, seq, state.entries_mtime)
 
     def _index_at(self, state: State, seq: int, trust: bool, build: bool = True) -> _index.Index | None:
         """The index for (state, seq): the cached one, the stored one, or a
@@ -155,7 +147,7 @@ class FileReads:
                 raise _Retry
             after = read_state(self.paths)
             if (after is None or after.version != state.version or after.identity != state.identity
-                    or _entries_mtime(self.paths) != token[5]):
+                    or after.entries_mtime != token[5]):
                 raise _Retry
             persist = True
         if persist:

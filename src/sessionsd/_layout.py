@@ -6,7 +6,7 @@ import math
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from . import _json
@@ -123,6 +123,9 @@ class State:
     updated_at: float
     extra: dict[str, Any]
     identity: tuple[int, ...] = ()
+    #: mtime_ns of ``sessions.d/entries`` when it was read (-1: unknown): the
+    #: listing index's token has it, and read_state lstats entries/ anyway.
+    entries_mtime: int = field(default=-1, compare=False)
 
     def bumped(self) -> State:
         """The next state: version + 1, updated now, the same extra fields
@@ -223,8 +226,9 @@ def read_state(paths: StorePaths, *, check_safety: bool = True,
             memo[0] = (signature, state)  # one assignment: threads see a pair
     if state is not None:
         identity = (infos[0][1].st_dev, infos[0][1].st_ino, infos[1][1].st_ino)
-        if state.identity != identity:
-            state = State(state.version, state.updated_at, state.extra, identity)
+        entries_mtime = infos[1][1].st_mtime_ns
+        if state.identity != identity or state.entries_mtime != entries_mtime:
+            state = State(state.version, state.updated_at, state.extra, identity, entries_mtime)
             if memo is not None:
                 memo[0] = (signature, state)
     if state is not None and check_safety:

@@ -145,7 +145,7 @@ class StoreMapping(MutableMapping[str, Entry]):
         raise NotImplementedError
 
     def _key_list(self) -> list[str]:  # pragma: no cover - abstract
-        """Every key, in any order."""
+        """Every key, sorted (the store's backends answer in that order)."""
         raise NotImplementedError
 
     # -- the mapping ----------------------------------------------------------
@@ -168,7 +168,7 @@ class StoreMapping(MutableMapping[str, Entry]):
 
     def keys(self) -> KeysView[str]:
         """Every session key, sorted, as of this call."""
-        return _KeysSnapshot(sorted(self._key_list()))
+        return _KeysSnapshot(self._key_list())
 
     def values(self) -> ValuesView[Entry]:
         """Every entry (fresh dicts the caller owns), in sorted key order,

@@ -102,7 +102,9 @@ class _StagingSink:
                 # Callers check this under the lock; promoting over an active
                 # store would hide its sessions in an orphan directory.
                 raise RuntimeError(f"directory session store is already active: {paths.root}")
-            for name, data in DirectoryStore.initial_files(self.count, self.total).items():
+            # Every entry is written: the mtime of entries/ the figures describe.
+            entries_mtime = os.lstat(os.path.join(staging, "entries")).st_mtime_ns
+            for name, data in DirectoryStore.initial_files(self.count, self.total, entries_mtime).items():
                 write_new(os.path.join(staging, name), data, "none")
             _flush_all(staging)
             fsync_dir(os.path.join(staging, "entries"))

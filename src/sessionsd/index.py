@@ -254,6 +254,8 @@ class Index:
         self._skipped = skipped
         self._count = len(rows) if rows is not None else count
         self._keyset: set[str] | None = None
+        #: keys() in code point order, computed once per index state.
+        self._sorted: list[str] | None = None
         self.overlay: dict[str, Row | None] = {}
         #: True once the index is kept in a shared cache: values handed out are copied.
         self.shared = False
@@ -349,6 +351,7 @@ class Index:
         for op in ops:
             overlay[op[0]] = op if len(op) > 1 else None
         self._keyset = None
+        self._sorted = None
 
     def extended(self, token: Token, ops: list[Row]) -> Index:
         """A copy of this file-backed index with *ops* on top, for *token*;
@@ -383,7 +386,15 @@ class Index:
             count += (row is not None) - (key in base)
         return count
 
+    def sorted_keys(self) -> list[str]:
+        """Every key in code point order: sorted once per index state (the
+        same list is returned until the index changes: do not mutate it)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.keys())
+        return self._sorted
+
     def keys(self) -> list[str]:
+        """Every key, in the index's own order."""
         overlay = self.overlay
         keys: list[str] = self._section("keys")
         if not overlay:
