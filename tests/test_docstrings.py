@@ -37,7 +37,7 @@ import sessionsd
 
 #: The modules whose public names are checked, besides ``sessionsd.__all__``.
 MODULES = ("sessionsd.aio", "sessionsd.maintenance", "sessionsd.migration", "sessionsd.errors",
-           "sessionsd.postgres")
+           "sessionsd.postgres", "sessionsd.copying")
 #: Of those, the ones that need an optional dependency (skipped without it).
 OPTIONAL = {"sessionsd.postgres": ("psycopg", "psycopg_pool")}
 

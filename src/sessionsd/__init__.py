@@ -19,6 +19,7 @@ from ._codec import (
     validate_key,
 )
 from ._open import open_store as open  # noqa: A001 - sessionsd.open, as dbm.open and shelve.open
+from .copying import CopyError, CopyResult, copy_store
 from .errors import (
     BlockedKeyError,
     CorruptStoreError,
@@ -60,6 +61,9 @@ __all__ = [
     "detect",
     "migrate",
     "rollback",
+    "copy_store",
+    "CopyResult",
+    "CopyError",
     "BlockedKeyError",
     "CorruptStoreError",
     "DamagedStoreError",

@@ -28,19 +28,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+import psycopg
 
 from ._backend import Normalizer
 from ._codec import copy_json, same_json
 from ._layout import now_ms
 from ._pg_connection import Conn, Connections, redact_url, split_url
 from ._pg_rows import LoadCache, NsRow, Row, decode, encode, key_bytes, key_text, sort_at, summary_of
-from ._pg_schema import SCHEMA_VERSION, ensure_schema
+from ._pg_schema import SCHEMA_VERSION, current_version, ensure_schema
 from ._types import Entries, Entry
-from .errors import SchemaVersionError
+from .errors import SchemaVersionError, StoreConnectionError
 from .maintenance import Maintenance, MaintenanceReport, plan_removals
 
-__all__ = ["PostgresBackend", "POSTGRES"]
+__all__ = ["PostgresBackend", "POSTGRES", "COPY_MIN_ROWS", "Probe", "probe"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ ON CONFLICT (namespace, key) DO UPDATE SET entry = EXCLUDED.entry, updated_at = 
     sort_at = EXCLUDED.sort_at, last_channel = EXCLUDED.last_channel, last_to = EXCLUDED.last_to,
     summary = EXCLUDED.summary, size = EXCLUDED.size
 """
+_COPY_IN = ("COPY sessionsd_entries (namespace, key, entry, updated_at, sort_at, last_channel, last_to, "
+            "summary, size) FROM STDIN")
+#: The fewest new keys ``put_many`` writes with ``COPY`` rather than upserts.
+COPY_MIN_ROWS = 32
 _RECOUNT = """
 UPDATE sessionsd_namespaces n SET version = n.version + 1,
     entries = (SELECT count(*) FROM sessionsd_entries e WHERE e.namespace = n.namespace),
@@ -269,8 +275,14 @@ class PostgresBackend:
 
     def put_many(self, entries: Entries) -> None:
         """Create or replace every entry of *entries* in one transaction:
-        the namespace lock, the sizes of the entries replaced, one batch of
-        upserts, the counters.  Nothing else is read."""
+        the namespace lock, the sizes of the entries replaced, the writes,
+        the counters.  Nothing else is read.
+
+        The keys not yet in the namespace are written with one ``COPY``
+        when there are at least :data:`COPY_MIN_ROWS` of them (a bulk load,
+        as ``sessionsd copy`` makes): under the namespace lock no other
+        writer can add them meanwhile, so no conflict is possible.  The keys
+        replaced, and small batches, are upserts."""
         rows = {key: encode(key, entry) for key, entry in entries.items()}  # before any round trip
         if not rows:
             return
@@ -282,14 +294,15 @@ class PostgresBackend:
 
         def body(conn: Conn) -> None:
             ns = self._lock(conn)
-            old = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM sessionsd_entries "
-                               "WHERE namespace = %s AND key = ANY(%s)",
-                               (self.namespace, [key_bytes(key) for key in rows])).fetchone()
-            assert old is not None
-            self._upsert(conn, rows)
-            added = len(rows) - int(old[0])
-            grown = sum(row.size for row in rows.values()) - int(old[1])
-            after = conn.execute(_ADJUST, (added, grown, self.namespace)).fetchone()
+            old = self._sizes(conn, ns, rows) if ns.entries else {}
+            fresh = {key: row for key, row in rows.items() if key not in old}
+            if len(fresh) >= COPY_MIN_ROWS:
+                self._copy_in(conn, fresh)
+                self._upsert(conn, {key: row for key, row in rows.items() if key in old})
+            else:
+                self._upsert(conn, rows)
+            grown = sum(row.size for row in rows.values()) - sum(old.values())
+            after = conn.execute(_ADJUST, (len(fresh), grown, self.namespace)).fetchone()
             assert after is not None
             holder.append((ns, NsRow(*after)))
 
@@ -298,6 +311,31 @@ class PostgresBackend:
         self._note_commit((before.id, before.version), (after.id, after.version),
                           {key: row.text for key, row in rows.items()})
         self._after_write(frozenset(rows), after)
+
+    def _sizes(self, conn: Conn, ns: NsRow, rows: Mapping[str, Row]) -> dict[str, int]:
+        """Under the lock: ``{key: size}`` of the keys of *rows* the
+        namespace holds.  One range scan of the primary key between the
+        smallest and the largest key (nearly free when the keys are new and
+        sorted after what is there, as a copy writes them); when that range
+        holds many other keys, one lookup per key instead."""
+        raw = sorted(key_bytes(key) for key in rows)
+        limit = 2 * len(raw) + 16
+        found = conn.execute("SELECT key, size FROM sessionsd_entries WHERE namespace = %s "
+                             "AND key >= %s AND key <= %s ORDER BY key LIMIT %s",
+                             (self.namespace, raw[0], raw[-1], limit)).fetchall()
+        if len(found) >= limit:
+            found = conn.execute("SELECT key, size FROM sessionsd_entries WHERE namespace = %s "
+                                 "AND key = ANY(%s)", (self.namespace, raw)).fetchall()
+        sizes = {key_text(row[0]): int(row[1]) for row in found}
+        return {key: size for key, size in sizes.items() if key in rows}
+
+    def _copy_in(self, conn: Conn, rows: Mapping[str, Row]) -> None:
+        """``COPY`` *rows* (keys not in the namespace: the caller holds its
+        lock and checked) into ``sessionsd_entries``."""
+        with conn.cursor() as cur, cur.copy(_COPY_IN) as copy:
+            for key, row in rows.items():
+                copy.write_row((self.namespace, key_bytes(key), row.text, row.updated_at, row.sort_at,
+                                row.last_channel, row.last_to, row.summary, row.size))
 
     def _upsert(self, conn: Conn, rows: Mapping[str, Row]) -> None:
         if rows:
@@ -401,6 +439,16 @@ class PostgresBackend:
             "SELECT entries FROM sessionsd_namespaces WHERE namespace = %s", (self.namespace,)).fetchone())
         return 0 if row is None else int(row[0])
 
+    def stats(self) -> NsRow | None:
+        """The namespace row (id, version, entries, bytes, last_sweep), or
+        None when nothing was ever written to the namespace.  ``(id,
+        version)`` changes with every commit: a copy compares it before and
+        after to tell whether its source changed."""
+        row = self._db.run("stats", lambda conn: conn.execute(
+            "SELECT id, version, entries, bytes, last_sweep FROM sessionsd_namespaces WHERE namespace = %s",
+            (self.namespace,)).fetchone())
+        return None if row is None else NsRow(*row)
+
     def summary(self) -> dict[str, dict[str, Any]]:
         """``{key: {"lastChannel", "lastTo", "updatedAt"}}`` from the summary
         columns (no entry is read)."""
@@ -424,6 +472,53 @@ class PostgresBackend:
         """A full maintenance sweep with *settings*, as one transaction.  The
         disk budget counts the bytes of the stored JSON."""
         return self._sweep(settings, protect=frozenset(), full=True, dry_run=dry_run)
+
+    def verify(self, fix: bool = False) -> tuple[list[str], list[str]]:
+        """What ``sessionsd check`` verifies of a namespace, in one
+        transaction under its lock: every row's entry is a JSON object whose
+        size and summary columns are what encoding it gives, and the
+        namespace row's counters equal a recount.  Returns ``(problems,
+        fixed)``; with *fix*, wrong counters are set to the recount (and the
+        version bumped) -- rows are only reported."""
+        holder: list[tuple[list[str], list[str]]] = []
+
+        def body(conn: Conn) -> None:
+            problems: list[str] = []
+            fixed: list[str] = []
+            ns = conn.execute("SELECT id, version, entries, bytes, last_sweep FROM sessionsd_namespaces "
+                              "WHERE namespace = %s FOR NO KEY UPDATE", (self.namespace,)).fetchone()
+            count = size_sum = 0
+            with conn.cursor() as cur:
+                cur.execute("SELECT key, entry, updated_at, sort_at, last_channel, last_to, summary, size "
+                            "FROM sessionsd_entries WHERE namespace = %s ORDER BY key", (self.namespace,))
+                for raw, text, *columns in cur:
+                    count += 1
+                    size_sum += int(columns[-1])
+                    key = key_text(raw)
+                    problem = _row_problem(key, text, tuple(columns))
+                    if problem is not None:
+                        problems.append(problem)
+            if ns is None:
+                if count:
+                    problems.append(f"{count} entries but no namespace row")
+                holder.append((problems, fixed))
+                return
+            stored = NsRow(*ns)
+            if (stored.entries, stored.bytes) != (count, size_sum):
+                what = (f"namespace counters say {stored.entries} entries, {stored.bytes} bytes; "
+                        f"a recount finds {count} entries, {size_sum} bytes")
+                if fix:
+                    conn.execute(_RECOUNT, (self.namespace,))
+                    fixed.append(what + " (counters set to the recount)")
+                else:
+                    problems.append(what)
+            holder.append((problems, fixed))
+
+        self._db.transaction("check", body)
+        problems, fixed = holder[-1]
+        if fixed and self._cache is not None:
+            self._cache.clear()
+        return problems, fixed
 
     def _after_write(self, keys: frozenset[str], ns: NsRow) -> None:
         """After a committed write of *keys*: O(1) unless a sweep is due
@@ -566,6 +661,61 @@ class PostgresBackend:
                 callback(key, entry)
             except Exception:  # noqa: BLE001 - a host bug must not fail the write
                 _log.exception("session maintenance: on_removed callback failed for %r", key)
+
+
+def _row_problem(key: str, text: str, columns: tuple[Any, ...]) -> str | None:
+    """What is wrong with one stored row (None: nothing): its entry must
+    parse as a JSON object, and its columns be what encoding it gives."""
+    try:
+        entry = decode(text)
+    except ValueError as exc:
+        return f"entry {key!r} is not valid JSON ({exc})"
+    if not isinstance(entry, dict):
+        return f"entry {key!r} is not a JSON object"
+    try:
+        row = encode(key, entry)
+    except (ValueError, TypeError) as exc:
+        return f"entry {key!r} cannot be re-encoded ({exc})"
+    expected = (row.updated_at, row.sort_at, row.last_channel, row.last_to, row.summary)
+    if len(text.encode("utf-8")) != columns[-1]:
+        return f"entry {key!r}: size column {columns[-1]} but the entry is {len(text.encode('utf-8'))} bytes"
+    if tuple(columns[:-1]) != expected:
+        return f"entry {key!r}: its summary columns disagree with the entry"
+    return None
+
+
+class Probe(NamedTuple):
+    """What :func:`probe` found: the store URL (without password), its
+    namespace, the database's sessionsd schema version (0: none) and
+    whether the namespace has a row (anything was ever written there)."""
+
+    url: str
+    namespace: str
+    schema_version: int
+    exists: bool
+
+
+def probe(url: str, *, connect_timeout: float = 10.0) -> Probe:
+    """Look at the store *url* names without creating anything (opening a
+    store creates the schema): one connection, one or two queries.
+
+    Raises :class:`~sessionsd.errors.StoreConnectionError` (one line, no
+    password) when the server cannot be reached or refuses the
+    connection, ValueError for a bad namespace parameter."""
+    conninfo, namespace = split_url(url, None)
+    shown = redact_url(url)
+    try:
+        with psycopg.connect(conninfo, autocommit=True,
+                             connect_timeout=max(1, int(connect_timeout + 0.5))) as conn:
+            version = current_version(conn)
+            exists = version > 0 and conn.execute(
+                "SELECT 1 FROM sessionsd_namespaces WHERE namespace = %s", (namespace,)).fetchone() is not None
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        detail = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
+        raise StoreConnectionError(f"cannot connect to PostgreSQL store {shown}: {detail}", shown,
+                                   False) from exc
+    return Probe(shown, namespace, version, exists)
 
 
 def _open_schema(conn: Conn) -> int:

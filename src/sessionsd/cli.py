@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__, _codec, _json
+from ._facade import StoreFacade
 from ._layout import ROOT_NAME, StorePaths
+from ._open import is_url
 from ._units import parse_duration, parse_size
 from .check import check
 from .discovery import discover_stores, migrate_or_fail, run_startup_migration, summary_line
@@ -31,14 +33,18 @@ from .migration import MigrationResult, detect, rollback
 from .store import SessionStore
 
 DESCRIPTION = (
-    "Inspect, migrate, roll back, check and maintain sessionsd session stores: a legacy "
-    "sessions.json file, or the sessions.d directory store beside it."
+    "Inspect, migrate, roll back, check, maintain and copy sessionsd session stores: a legacy "
+    "sessions.json file, the sessions.d directory store beside it, or a PostgreSQL namespace."
 )
 EPILOG = (
     "PATH is a store's sessions.json (or the directory that holds it); it must name an "
-    "existing store. Data goes to stdout, diagnostics to stderr. Exit status: 0 success, "
-    "1 failure, 2 usage error. 'sessionsd COMMAND --help' describes a command."
+    "existing store. info, get, ls, check, maintain and copy also take a PostgreSQL store URL "
+    "(postgresql://[user@]host/db?namespace=NAME). Data goes to stdout, diagnostics to stderr. "
+    "Exit status: 0 success, 1 failure, 2 usage error. 'sessionsd COMMAND --help' describes a command."
 )
+
+#: Seconds a command waits for a PostgreSQL server before giving up.
+CONNECT_TIMEOUT = 10.0
 
 
 class CommandError(Exception):
@@ -189,6 +195,40 @@ def _store_path(path: str) -> str:
     return path
 
 
+def _probe_url(url: str) -> Any:
+    """What the server of *url* holds (:func:`sessionsd._pg_backend.probe`),
+    refusing a URL that names no store: no sessionsd schema in the database,
+    or a namespace nothing was ever written to (a typo must not read as an
+    empty store, and a read-only command creates nothing)."""
+    try:
+        from ._pg_backend import probe
+    except ImportError as exc:
+        raise CommandError(f"a PostgreSQL store URL needs psycopg 3: pip install 'sessionsd[postgres]' "
+                           f"({exc})") from None
+    try:
+        found = probe(url, connect_timeout=CONNECT_TIMEOUT)
+    except ValueError as exc:
+        raise CommandError(f"bad store URL: {exc}") from None
+    if found.schema_version == 0:
+        raise CommandError(f"no session store at {found.url}: the database has no sessionsd schema")
+    if not found.exists:
+        raise CommandError(f"no session store at {found.url}: namespace {found.namespace!r} does not "
+                           "exist in that database (nothing was ever written there)")
+    return found
+
+
+def _open_store(path: str, **options: Any) -> StoreFacade:
+    """The existing store *path* names: a file store (as :func:`_store_path`
+    finds it) or, for a ``postgresql://`` URL, a PostgreSQL namespace that
+    :func:`_probe_url` accepts."""
+    if not is_url(path):
+        return SessionStore(_store_path(path), **options)
+    from .postgres import PostgresStore
+
+    _probe_url(path)
+    return PostgresStore(path, connect_timeout=CONNECT_TIMEOUT, **options)
+
+
 def _short_size(size: float) -> str:
     """``512 B``, ``7.9 KiB``, ``440.2 MiB``, ``1.02 GiB``."""
     if size < 1024:
@@ -329,6 +369,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     store; exit status 0 (CommandError when PATH names no store)."""
     from ._layout import read_state
 
+    if is_url(args.path):
+        return _info_url(args)
     with SessionStore(_store_path(args.path)) as store:
         count = len(store)
         state = read_state(store.paths)
@@ -347,13 +389,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_url(args: argparse.Namespace) -> int:
+    """``sessionsd info URL``: a PostgreSQL namespace."""
+    from .postgres import PostgresStore
+
+    found = _probe_url(args.path)
+    with PostgresStore(args.path, connect_timeout=CONNECT_TIMEOUT) as store:
+        stats = store._backend.stats()
+        info = {
+            "store": store.url,
+            "mode": store.mode,
+            "namespace": store.namespace,
+            "schema_version": found.schema_version,
+            "version": stats.version if stats else None,
+            "sessions": len(store),
+            "bytes": stats.bytes if stats else 0,
+            "backend": _codec.BACKEND,
+            "json": _json.IMPLEMENTATION,
+        }
+    _emit(args, info, _key_value_lines(info))
+    return 0
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     """``sessionsd get PATH KEY``: one session's entry as JSON; exit
     status 1 when there is no such session."""
-    with SessionStore(_store_path(args.path)) as store:
+    with _open_store(args.path) as store:
         entry = store.get(args.key)
     if entry is None:
-        print(f"sessionsd get: no session {args.key!r} in {args.path}", file=sys.stderr)
+        where = store.location if is_url(args.path) else args.path
+        print(f"sessionsd get: no session {args.key!r} in {where}", file=sys.stderr)
         return 1
     _emit(args, entry, json.dumps(entry, indent=2, ensure_ascii=False))
     return 0
@@ -362,7 +427,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     """``sessionsd ls PATH``: one ``key<TAB>updatedAt`` line per session,
     by key or (``--recent``, ``--offset``) newest first; exit status 0."""
-    with SessionStore(_store_path(args.path)) as store:
+    with _open_store(args.path) as store:
         if args.recent is not None or args.offset:
             # Most recently updated first, from the head of the listing index.
             rows = store.recent(args.recent if args.recent is not None else len(store), args.offset)
@@ -567,6 +632,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """``sessionsd check PATH [--fix]``: the consistency report; exit
     status 1 while problems remain."""
+    if is_url(args.path):
+        return _check_url(args)
     report = check(_store_path(args.path), fix=args.fix)
     lines = [f"store: {report.store_path} ({report.mode}, {report.sessions} sessions)"]
     lines += [f"fixed: {item}" for item in report.fixed]
@@ -579,6 +646,42 @@ def cmd_check(args: argparse.Namespace) -> int:
                  + ("" if args.fix else "; run with --fix to repair what is safe to repair"))
     _emit(args, report.as_dict(), "\n".join(lines))
     return 0 if report.ok else 1
+
+
+def _check_url(args: argparse.Namespace) -> int:
+    """``sessionsd check URL [--fix]``: a PostgreSQL namespace -- the schema
+    version, every row against its entry, the namespace counters against a
+    recount; exit status 1 while problems remain."""
+    from ._pg_schema import SCHEMA_VERSION
+    from .errors import SchemaVersionError
+    from .postgres import PostgresStore
+
+    found = _probe_url(args.path)
+    problems: list[str] = []
+    fixed: list[str] = []
+    sessions = None
+    if found.schema_version != SCHEMA_VERSION:
+        problems.append(f"schema version {found.schema_version}, this sessionsd knows {SCHEMA_VERSION}"
+                        + (": upgrade sessionsd" if found.schema_version > SCHEMA_VERSION else ""))
+    else:
+        try:
+            with PostgresStore(args.path, connect_timeout=CONNECT_TIMEOUT) as store:
+                problems, fixed = store._backend.verify(fix=args.fix)
+                sessions = len(store)
+        except SchemaVersionError as exc:  # upgraded by a newer sessionsd since the probe
+            problems.append(str(exc))
+    ok = not problems
+    payload = {"store_path": found.url, "mode": "postgres", "namespace": found.namespace,
+               "schema_version": found.schema_version, "sessions": sessions, "fixed": fixed,
+               "problems": problems, "ok": ok}
+    lines = [f"store: {found.url} (postgres, namespace {found.namespace!r}, {sessions} sessions, "
+             f"schema version {found.schema_version})"]
+    lines += [f"fixed: {item}" for item in fixed]
+    lines += [f"problem: {item}" for item in problems]
+    lines.append("ok" if ok else f"{len(problems)} problem(s)"
+                 + ("" if args.fix else "; run with --fix to repair what is safe to repair"))
+    _emit(args, payload, "\n".join(lines))
+    return 0 if ok else 1
 
 
 def _project_after(store: SessionStore, report: MaintenanceReport, legacy_sizes: dict[str, int] | None) -> None:
@@ -626,6 +729,11 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     # warn mode only reports, as in the library; here it is a dry run, so
     # the store records no sweep and the library logs no warning for it.
     dry_run = args.dry_run or settings.mode == "warn"
+    if is_url(args.path):
+        with _open_store(args.path, maintenance=settings) as pg_store:
+            # The backend's report of a dry run already gives the figures after.
+            report = pg_store.maintain(settings, dry_run=dry_run)
+        return _maintain_output(args, settings, report)
     # maintenance= makes a legacy store measure its entries for the budget.
     with SessionStore(_store_path(args.path), maintenance=settings) as store:
         legacy_sizes = None
@@ -638,6 +746,11 @@ def cmd_maintain(args: argparse.Namespace) -> int:
             report.bytes_after = report.bytes_before if not report.applied else sum(
                 size for key, size in legacy_sizes.items() if key not in set(report.removed))
         _project_after(store, report, legacy_sizes)
+    return _maintain_output(args, settings, report)
+
+
+def _maintain_output(args: argparse.Namespace, settings: Maintenance, report: MaintenanceReport) -> int:
+    """What ``maintain`` prints for *report*; its exit status (0)."""
     verb = "removed" if report.applied else "would remove"
     lines = [f"{verb} {len(report.removed)} session(s): {report.describe()}"]
     for label, keys in (("stale", report.pruned), ("over cap", report.evicted),
@@ -648,6 +761,35 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     if settings.mode == "warn" and report.removed and not args.dry_run:
         print("sessionsd maintain: warn mode (the default) changes nothing; --mode enforce removes",
               file=sys.stderr)
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    """``sessionsd copy SRC DST``: copy every session of SRC into DST (see
+    :mod:`sessionsd.copying` for the rules), with a progress bar on a
+    terminal and one summary line; exit status 1 when the copy failed or
+    SRC changed while it ran."""
+    from .copying import copy_store
+
+    progress = Progress("copying", unit="items")
+    try:
+        result = copy_store(args.source, args.destination, resume=args.resume, replace=args.replace,
+                            batch_size=args.batch_size, progress=progress,
+                            connect_timeout=CONNECT_TIMEOUT)
+    except ImportError as exc:  # a URL, and no psycopg
+        raise CommandError(str(exc)) from None
+    except ValueError as exc:
+        if isinstance(exc, SessionsdError):
+            raise
+        raise CommandError(f"bad store URL: {exc}") from None
+    finally:
+        progress.close()
+    _emit(args, result.as_dict(), result.summary())
+    if result.source_changed:
+        print(f"sessionsd copy: the source changed while it was copied: {args.destination} holds it as "
+              "of the start of the copy; copy again with --replace once nothing writes the source",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -703,6 +845,8 @@ def _positive_int(text: str) -> int:
 
 
 _PATH_HELP = "the store: its sessions.json (or the directory holding it); it must exist"
+_STORE_HELP = ("the store: its sessions.json (or the directory holding it), or a postgresql:// URL "
+               "with ?namespace=NAME; it must exist")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -739,17 +883,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("info", cmd_info, "mode, version, counts and backend of a store",
                   "Print one 'key: value' line each for a store's mode (legacy or directory), "
                   "version, commit counter, session count, skipped files and the codec backend.")
-    sub.add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub.add_argument("path", metavar="PATH", help=_STORE_HELP)
     sub = command("get", cmd_get, "print one session's entry as JSON",
                   "Print the entry of session KEY as JSON; exit 1 if there is no such session.")
-    sub.add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub.add_argument("path", metavar="PATH", help=_STORE_HELP)
     sub.add_argument("key", metavar="KEY", help="the session key (trimmed and lower-cased as the store does)")
     sub = command("ls", cmd_ls, "list sessions with their updatedAt",
                   "Print one 'KEY<TAB>updatedAt' line per session, by key (--recent: newest first). "
                   "A backslash or a control character in a key (tab, newline ...) is printed as "
                   "a JSON string escape (\\\\, \\t, \\n, \\u001b), so each session is one line; "
                   "--json gives the keys as they are.")
-    sub.add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub.add_argument("path", metavar="PATH", help=_STORE_HELP)
     sub.add_argument("--recent", type=_non_negative_int, metavar="N",
                      help="the N most recently updated sessions, newest first (ties by key)")
     sub.add_argument("--offset", type=_non_negative_int, default=0, metavar="N",
@@ -780,13 +924,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("check", cmd_check, "consistency report (stray temp files, dead commits, corrupt entries)",
                   "Report stray temp files, dead commits, corrupt entries, damaged stores, orphans "
                   "and backups; exit 1 while problems remain.")
-    sub.add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub.add_argument("path", metavar="PATH", help=_STORE_HELP)
     sub.add_argument("--fix", action="store_true", help="repair what is safe to repair")
     sub = command("maintain", cmd_maintain, "prune, cap and enforce a disk budget",
                   "Remove stale sessions, the oldest beyond an entry cap, and the oldest beyond a "
                   "disk budget. The default mode, warn (as in the library), only reports what "
                   "would go; --mode enforce removes. The counts in parentheses are before -> after.")
-    sub.add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub.add_argument("path", metavar="PATH", help=_STORE_HELP)
     sub.add_argument("--mode", choices=MODES, default=Maintenance.mode,
                      help=f"warn reports, enforce removes (default: {Maintenance.mode}, as in the library)")
     sub.add_argument("--prune-after", type=_age_arg, metavar="AGE",
@@ -797,6 +941,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the entries under SIZE: bytes, or 512k, 10M, 1GiB (1024s), 10MB (1000s)")
     sub.add_argument("--no-archive", action="store_true", help="do not archive removed transcripts")
     sub.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
+    sub = command("copy", cmd_copy, "copy every session of one store into another",
+                  "Copy every session of SRC into DST -- legacy sessions.json, sessions.d directory "
+                  "store or PostgreSQL namespace, any direction -- in sorted key order, in batches, "
+                  "each batch one atomic commit: a copy that stops leaves DST holding complete "
+                  "entries only. DST must be empty (it need not exist) unless --resume or --replace. "
+                  "SRC should be quiet while it is copied: a change seen is reported, exit 1. Shows "
+                  "a progress bar on a terminal and one summary line.")
+    sub.add_argument("source", metavar="SRC", help="the store to copy: a path (it must exist) or a "
+                                                   "postgresql://…?namespace=NAME URL")
+    sub.add_argument("destination", metavar="DST", help="the store to fill: a path (its directory must "
+                                                        "exist; written as a directory store) or a URL")
+    how = sub.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true",
+                     help="continue a copy that stopped: sessions already equal in DST are skipped; "
+                          "DST's sessions not in SRC are left alone")
+    how.add_argument("--replace", action="store_true",
+                     help="make DST hold exactly SRC: as --resume, then remove DST's sessions not in SRC")
+    sub.add_argument("--batch-size", type=_positive_int, default=1000, metavar="N",
+                     help="sessions per commit on DST (default 1000)")
     sub = command("demo", cmd_demo, "build a realistic legacy store, migrate it, compare the hot paths",
                   "Generate a legacy store, migrate it, verify every session and time the hot "
                   "paths in both modes.")
@@ -849,6 +1012,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except (SessionsdError, OSError) as exc:
         print(f"sessionsd {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # A database error (psycopg's) is reported on one line, as ours are.
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"sessionsd {args.command}: PostgreSQL error: {detail}", file=sys.stderr)
         return 1
     finally:
         remove_handler()
