@@ -86,6 +86,37 @@ def test_keys_are_normalised_the_same_way(store):
     assert store.updated_at(" agent:main:telegram:dm:x") is None
 
 
+def test_odd_keys_and_exact_case(target, store):
+    for key in ("a\x00b", "../../escape", "x" * 10_000, "é" * 61, "𝄞", "tab\tnew\nline"):
+        store.put(key, {"key": key})
+        assert store[key] == {"key": key}
+    assert list(store) == sorted(store)
+    with sessionsd.open(target, lower_keys=False) as exact:
+        exact.put("MiXed", {"v": 2})
+        assert exact.get("MiXed") == {"v": 2} and exact.get("mixed") is None
+
+
+def test_blocked_keys_are_never_written_and_read_as_missing(store):
+    for key in ("__proto__", "prototype", " Constructor "):
+        for write in (lambda k=key: store.put(k, {}), lambda k=key: store.update_entry(k, lambda e: {}),
+                      lambda k=key: store.save({k: {}}), lambda k=key: store.update({k: {}})):
+            with pytest.raises(BlockedKeyError):
+                write()
+        assert store.get(key, "dflt") == "dflt" and store.updated_at(key) is None
+        assert key not in store and store.delete(key) is False and store.pop(key, None) is None
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize("value", [NOW, 1.5, "2026-01-01", True, None, 2**63, {"a": 1}, -(2**63)])
+def test_updated_at_is_exact(store, value):
+    store.put("k", {"updatedAt": value, "lastChannel": "telegram"})
+    got = store.updated_at("k")
+    assert got == value and type(got) is type(value)
+    assert store.summary()["k"] == {"lastChannel": "telegram", "lastTo": None, "updatedAt": value}
+    store.put("none", {"x": 1})
+    assert store.updated_at("none") is None and store.updated_at("missing") is None
+
+
 def test_entries_belong_to_the_caller(store):
     entry = {"list": [1], "nested": {"a": 1}}
     store["k"] = entry

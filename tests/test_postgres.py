@@ -26,7 +26,6 @@ import sessionsd
 from sessionsd import SessionStore
 from sessionsd.aio import AsyncSessionStore
 from sessionsd.errors import (
-    BlockedKeyError,
     InvalidEntryError,
     InvalidKeyError,
     InvalidKeyTypeError,
@@ -230,61 +229,6 @@ def test_values_round_trip_exactly(store):
     assert store.get("k") == EXOTIC
 
 
-def test_keys_are_normalised(store, postgres_url):
-    store.put("  Agent:MAIN:Telegram ", {"v": 1})
-    assert store.get("agent:main:telegram") == {"v": 1}
-    assert store.get("AGENT:MAIN:TELEGRAM") == {"v": 1} and "AGENT:main:telegram" in store
-    assert list(store.keys()) == ["agent:main:telegram"]
-    for key in ("a\x00b", "../../escape", "x" * 10_000, "é" * 61, "𝄞"):
-        store.put(key, {"key": key})
-        assert store.get(key) == {"key": key}
-    with PostgresStore(postgres_url, lower_keys=False) as exact:
-        exact.put("MiXed", {"v": 2})
-        assert exact.get("MiXed") == {"v": 2} and exact.get("mixed") is None
-    assert list(store.keys()) == sorted(store.keys())
-
-
-def test_blocked_keys(store):
-    for key in ("__proto__", "prototype", " Constructor "):
-        with pytest.raises(BlockedKeyError):
-            store.put(key, {})
-        with pytest.raises(BlockedKeyError):
-            store.update_entry(key, lambda e: {})
-        assert store.get(key, "dflt") == "dflt" and store.updated_at(key) is None
-        assert key not in store and store.delete(key) is False
-    with pytest.raises(BlockedKeyError):
-        store.save({"__proto__": {}})
-
-
-def test_get_default_and_contains(store):
-    assert store.get("missing") is None and store.get("missing", 7) == 7 and "missing" not in store
-    store.put("k", {})
-    assert store.get("k") == {} and "k" in store
-
-
-@pytest.mark.parametrize("value", [NOW, 1.5, "2026-01-01", True, None, 2**63, {"a": 1}, -(2**63)])
-def test_updated_at_is_exact(store, value):
-    entry = {"updatedAt": value, "lastChannel": "telegram"}
-    store.put("k", entry)
-    got = store.updated_at("k")
-    assert got == value and type(got) is type(value)
-    assert store.summary()["k"] == {"lastChannel": "telegram", "lastTo": None, "updatedAt": value}
-    store.put("none", {"x": 1})
-    assert store.updated_at("none") is None and store.updated_at("missing") is None
-
-
-def test_patch(store):
-    assert store.patch("missing", {"a": 1}) is None and store.get("missing") is None
-    store.put("k", {"a": 1, "b": {"c": 2}})
-    assert store.patch("K", {"b": 3, "d": 4}) == {"a": 1, "b": 3, "d": 4}
-    assert store.get("k") == {"a": 1, "b": 3, "d": 4}
-    with pytest.raises(InvalidEntryError):
-        store.patch("k", [("a", 1)])
-    with pytest.raises(InvalidEntryError):
-        store.patch("k", {"bad": {1, 2}})
-    assert store.get("k") == {"a": 1, "b": 3, "d": 4}
-
-
 def test_update_entry(store, postgres_server):
     seen = []
 
@@ -312,14 +256,7 @@ def test_update_entry(store, postgres_server):
     assert store.get("k") == {"n": 2}
 
 
-def test_delete(store):
-    assert store.delete("missing") is False
-    store.put("k", {"v": 1})
-    assert store.delete("K") is True and store.delete("k") is False
-    assert store.get("k") is None and len(store) == 0
-
-
-# -- the mapping API (tests/test_conformance.py checks it on every backend) -------------------------
+# -- single commits, counters (the mapping API and the single-entry contract: tests/test_conformance.py) --
 
 def namespace_counters(server, namespace: str) -> tuple:
     """``(entries, bytes)`` as the namespace row keeps them, and as the entries add up."""
@@ -329,24 +266,6 @@ def namespace_counters(server, namespace: str) -> tuple:
         counted = conn.execute("SELECT count(*), coalesce(sum(octet_length(entry)), 0) FROM sessionsd_entries "
                                "WHERE namespace = %s", (namespace,)).fetchone()
     return tuple(kept or (0, 0)), tuple(counted)
-
-
-def test_mapping_api(store):
-    with pytest.raises(KeyError):
-        store["missing"]
-    with pytest.raises(KeyError):
-        del store["missing"]
-    store["B"] = {"n": 2}
-    store.update({"é": {"n": 3}, "a": {"n": 1}}, c={"n": 4})
-    assert list(store) == ["a", "b", "c", "é"] and store["A"] == {"n": 1}
-    assert [entry["n"] for entry in store.values()] == [1, 2, 4, 3] and dict(store.items()) == store.load()
-    assert store.pop("A") == {"n": 1} and store.pop("a", None) is None
-    with pytest.raises(KeyError):
-        store.pop("a")
-    assert store.setdefault("D", {"n": 5}) == {"n": 5} and store.setdefault("d", {"n": 6}) == {"n": 5}
-    assert store.popitem() == ("b", {"n": 2})
-    store.clear()
-    assert len(store) == 0 and list(store) == [] and store.load() == {}
 
 
 def test_update_and_take_are_single_commits(store, postgres_server):
