@@ -131,3 +131,15 @@ def record(benchmark, bench_filesystem):
         assert correct, f"benchmark produced a wrong answer ({backend}, {size} sessions)"
 
     return _record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say it loudly when the PostgreSQL benchmarks were skipped (no server):
+    a report without its `postgres` rows must not pass unnoticed."""
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if "PostgreSQL benchmarks SKIPPED" in reason:
+            terminalreporter.write_sep("!", "PostgreSQL benchmarks skipped", red=True, bold=True)
+            terminalreporter.write_line(reason.removeprefix("Skipped: "), red=True, bold=True)
+            break

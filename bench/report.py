@@ -11,7 +11,13 @@ Reads every pytest-benchmark ``*.json`` in RESULTS_DIR (``compiled.json``,
   table of every benchmark;
 * ``latency.svg`` / ``.png``: median latency vs store size per backend, one
   panel per store operation, log-log;
-* ``writers.svg`` / ``.png``: aggregate puts/s vs writer processes.
+* ``writers.svg`` / ``.png``: aggregate puts/s vs writer processes
+  (PostgreSQL: aggregate ``update_entry`` calls/s).
+
+PostgreSQL rows (bench/test_postgres_bench.py) are backends ``postgres`` (the
+store) and ``postgres-floor`` (the same SQL issued directly with psycopg),
+with a section of their own: medians and store ÷ floor ratios against the
+issue-15 targets, client-process throughput, copy.
 
 Charts need matplotlib (``bench/run.sh`` installs it); without it only the
 report is written.
@@ -51,13 +57,24 @@ OPERATIONS = {
     "put_new_session_at_cap": "put of a new session into a store at its cap: maintenance enforce (evicts "
                               "the oldest) vs off; durability none, small entries (bench/test_cap_bench.py); "
                               "`floor` creates the file, `floor-evict` also unlinks one",
+    "copy": "copy_store(): every session of a directory store into a new PostgreSQL namespace "
+            "(`postgres-floor`: one raw COPY of the same rows, encoded beforehand)",
     "concurrent_writers": "N processes putting disjoint keys at once",
+}
+#: PostgreSQL: the operations measured against their floor, and the target.
+POSTGRES_TARGETS = {"updated_at": 1.3, "get": 1.3, "put": 1.3, "patch": 1.3, "copy": 1.5}
+POSTGRES_FLOORS = {
+    "updated_at": "`SELECT updated_at, summary FROM sessionsd_entries WHERE namespace = … AND key = …`",
+    "get": "`SELECT entry FROM sessionsd_entries WHERE …` (text, not parsed)",
+    "put": "`SELECT * FROM sessionsd_put(…)` (parameters encoded beforehand)",
+    "patch": "one transaction: `sessionsd_lock(…)`, `SELECT entry …`, `sessionsd_put(…)`",
+    "copy": "one `COPY sessionsd_entries … FROM STDIN` of the rows, encoded beforehand",
 }
 #: Column order of the backends.
 BACKENDS = ["directory", "directory-twin", "directory-noindex", "directory-noindex-twin",
             "directory-repair", "directory-repair-twin", "directory-rebuild", "directory-rebuild-twin",
             "directory-solo", "directory-solo-twin", "directory-cached", "directory-cached-twin", "directory-off",
-            "directory-enforce", "sqlite", "sqlite-fresh", "legacy", "legacy-cached", "legacy-parse", "floor", "floor-evict",
+            "directory-enforce", "sqlite", "sqlite-fresh", "postgres", "postgres-floor", "legacy", "legacy-cached", "legacy-parse", "floor", "floor-evict",
             "compiled", "python", "stdlib"]
 #: Named baselines: (column title, numerator, denominator).  A value is a
 #: ratio of medians (times): below 1 the numerator is faster.
@@ -73,6 +90,7 @@ RATIOS = [
     ("twin ÷ compiled", "directory-twin", "directory"),
     ("cold ÷ cached (directory)", "directory", "directory-cached"),
     ("legacy ÷ directory (cached)", "legacy-cached", "directory-cached"),
+    ("postgres ÷ its floor", "postgres", "postgres-floor"),
 ]
 NAME = re.compile(r"^test_(?P<op>\w+?)\[")
 #: The codec benchmarks (bench/test_codec_bench.py) get their own section.
@@ -230,6 +248,13 @@ def targets(by_op: dict, codec: dict[str, dict[str, dict[str, Any]]]) -> list[li
         (small, low), (large, high) = enforced[0], enforced[-1]
         add(f"put at cap, enforce: {large:,} ÷ {small:,} sessions", "—", _ratio(high, low),
             "flat (≈ 1×)", None)
+    for op, limit in POSTGRES_TARGETS.items():
+        for size, row in sorted(by_op.get(op, {}).items()):
+            if "postgres" in row and "postgres-floor" in row:
+                value = _ratio(row["postgres"], row["postgres-floor"])
+                what = "copy_store() ÷ raw COPY" if op == "copy" else "store ÷ same SQL via psycopg"
+                add(f"postgres {op}: {what}", f"{size:,}", value, f"≤ {limit:g}×",
+                    value <= limit)
     for op, num, den, limit in (("encode_one", "python", "compiled", 3.0), ("decode_one", "python", "compiled", 4.0),
                                 ("scan_100k", "stdlib", "compiled", 1.3)):
         row = codec.get(op, {})
@@ -238,6 +263,50 @@ def targets(by_op: dict, codec: dict[str, dict[str, dict[str, Any]]]) -> list[li
             add(f"codec {CODEC_OPS[op]}: {num} ÷ {den}", f"{row[den]['size']:,}", value, f"≥ {limit:g}×",
                 value >= limit)
     return body
+
+
+def postgres_section(by_op: dict, rows: list[dict[str, Any]]) -> list[str]:
+    """The PostgreSQL section: store vs floor per operation, client
+    processes, copy (empty when the run has no postgres rows)."""
+    body = []
+    for op in POSTGRES_TARGETS:
+        for size, row in sorted(by_op.get(op, {}).items()):
+            if "postgres" not in row:
+                continue
+            ours, floor = row["postgres"], row.get("postgres-floor")
+            value = _ratio(ours, floor) if floor else None
+            limit = POSTGRES_TARGETS[op]
+            body.append([op, f"{size:,}", fmt_time(ours["median"]) + _wrong(ours),
+                         fmt_time(floor["median"]) + _wrong(floor) if floor else "—",
+                         fmt_ratio(value) if value is not None else "—", f"≤ {limit:g}×",
+                         "—" if value is None else ("yes" if value <= limit else "**no**"), POSTGRES_FLOORS[op]])
+    writers = sorted((r for r in rows if r["op"] == "concurrent_writers" and r["backend"] == "postgres"),
+                     key=lambda r: (r["size"], r["writers"]))
+    if not body and not writers:
+        return []
+    lines = ["## PostgreSQL", "",
+             "`postgres`: `PostgresStore` (pool, key rules, JSON encode/decode, cache bookkeeping); "
+             "`postgres-floor`: the SQL the backend runs for the call, issued directly with psycopg on one open "
+             "autocommit connection with its parameters prepared in advance (no JSON work). Issue 15's targets: "
+             "≤ 1.3× the floor for the single-entry calls, ≤ 1.5× for copy.", ""]
+    if body:
+        lines += _table(["operation", "sessions", "postgres", "floor", "postgres ÷ floor", "target", "met",
+                         "floor SQL"], body) + [""]
+    if writers:
+        base = writers[0]["extra"]["ops_per_s"]
+        table = [[f"{r['size']:,}", str(r["writers"]), str(r["extra"].get("puts_per_round", "?")),
+                  fmt_rate(r["extra"]["ops_per_s"]) + _wrong(r), fmt_rate(r["extra"]["per_writer_ops_per_s"]),
+                  f"{r['extra']['ops_per_s'] / base:.2f}×",
+                  f"{r['extra'].get('shared_counter', '?')} = {r['extra'].get('expected_shared_counter', '?')}"
+                  if r["extra"].get("correct") else "**lost updates**"]
+                 for r in writers]
+        lines += ["Client processes: each does `update_entry` increments alternately on keys of its own and on one "
+                  "counter shared by all (one namespace, so every write takes its lock); aggregate calls per "
+                  "second from the go signal to the last process's done; the shared counter's final value is "
+                  "checked exactly (no lost update).", ""]
+        lines += _table(["sessions", "processes", "calls/round", "calls/s, all", "calls/s per process",
+                         "vs 1 process", "shared counter = expected"], table) + [""]
+    return lines
 
 
 def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -263,10 +332,15 @@ def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict
         + (f" at {commit.get('id', '')[:12]}{' (dirty tree)' if commit.get('dirty') else ''}" if commit else ""),
         "- passes: " + "; ".join(f"`{name}.json` codec {codec}, extension active: {active}"
                                   for name, codec, active in passes),
-        f"- store sizes: {', '.join(f'{s:,}' for s in sizes)} sessions"
+        (f"- store sizes: {', '.join(f'{s:,}' for s in sizes)} sessions" if sizes
+         else "- store sizes: no store benchmark in this run")
         + (" (100k and up: small entries)" if any(s >= 100_000 for s in sizes) else "")
         + ("; quick mode (fewer rounds)" if sample.get("quick") else ""),
     ]
+    if meta.get("postgres_server"):
+        lines.append(f"- PostgreSQL server: {meta['postgres_server']}")
+    if meta.get("loadavg_at_end"):
+        lines.append(f"- load average at the end of the run (1, 5, 15 min): {meta['loadavg_at_end']}")
     if meta.get("wall_seconds"):
         lines.append("- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["wall_seconds"].items()))
     lines += [
@@ -281,7 +355,9 @@ def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict
         "no reference lock file, no `state.json` version bump), while `directory` is the default mixed-deployment "
         "mode; `-cached` keeps the store open between calls; `directory-off` and "
         "`directory-enforce` are the put-at-cap benchmark (bench/test_cap_bench.py, always 1k and 10k "
-        "sessions of small entries). Every benchmark checked its answer (a wrong one fails the run).",
+        "sessions of small entries); `postgres` is `sessionsd.postgres.PostgresStore` on a local PostgreSQL server "
+        "(Unix socket; bench/test_postgres_bench.py, always 10k realistic sessions) and `postgres-floor` the same "
+        "SQL issued directly with psycopg on one open connection. Every benchmark checked its answer (a wrong one fails the run).",
         "",
     ]
 
@@ -318,7 +394,9 @@ def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict
                   "has few rounds, so judge on a full run).", ""]
         lines += _table(["ratio", "sessions", "measured", "target", "met"], body) + [""]
 
-    writers = [r for r in rows if r["op"] == "concurrent_writers"]
+    lines += postgres_section(by_op, rows)
+
+    writers = [r for r in rows if r["op"] == "concurrent_writers" and not r["backend"].startswith("postgres")]
     if writers:
         counts = sorted({r["writers"] for r in writers})
         grid: dict[tuple[int, str], dict[int, dict[str, Any]]] = defaultdict(dict)
@@ -371,7 +449,8 @@ def markdown(all_rows: list[dict[str, Any]], machine: dict[str, Any], meta: dict
     return "\n".join(lines) + "\n"
 
 
-_COLORS = {"directory": "tab:blue", "sqlite": "tab:orange", "legacy": "tab:red", "floor": "tab:gray"}
+_COLORS = {"directory": "tab:blue", "sqlite": "tab:orange", "legacy": "tab:red", "floor": "tab:gray",
+           "postgres": "tab:purple"}
 
 
 def _style(backend: str) -> dict[str, Any]:
@@ -384,6 +463,8 @@ def _style(backend: str) -> dict[str, Any]:
         style.update(linestyle=":", marker="s")
     if {"enforce", "evict"} & set(variant):
         style.update(linestyle="--", marker="D")
+    if "floor" in variant and family != "floor":
+        style.update(linestyle=":", marker="x")
     if "twin" in variant:
         style.update(markerfacecolor="none", linestyle="--" if style["linestyle"] == "-" else style["linestyle"])
     return style
@@ -444,7 +525,8 @@ def charts(rows: list[dict[str, Any]], results_dir: str) -> list[str]:
             xs, ys = zip(*sorted(points), strict=False)
             style = _style(backend)
             style["marker"] = {1_000: "o", 10_000: "s"}.get(size, "^")
-            ax.plot(xs, ys, label=f"{backend}, {size:,} sessions", **style)
+            what = " (update_entry)" if backend.startswith("postgres") else ""
+            ax.plot(xs, ys, label=f"{backend}{what}, {size:,} sessions", **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["writers"] for r in writers}))
         ax.set_xticklabels([str(n) for n in sorted({r["writers"] for r in writers})])

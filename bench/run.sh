@@ -28,8 +28,14 @@
 #      every backend (directory, sqlite, legacy, floors),
 #      bench/test_migration_bench.py (migration in a process of its own per
 #      round: time and peak RSS, against the floor), bench/test_cap_bench.py
-#      (put at the maintenance cap, always 1k and 10k small entries) and
-#      bench/test_codec_bench.py (codec: compiled vs twin vs stdlib);
+#      (put at the maintenance cap, always 1k and 10k small entries),
+#      bench/test_codec_bench.py (codec: compiled vs twin vs stdlib) and
+#      bench/test_postgres_bench.py (PostgresStore vs the same SQL issued
+#      directly, 1/2/4 client processes, copy directory -> PostgreSQL vs raw
+#      COPY; always 10k realistic sessions, on the server of
+#      $SESSIONSD_BENCH_POSTGRES_URL -- when it is not set, a throwaway one
+#      started by ci/postgres.sh on a Unix socket and stopped at exit; when
+#      none can be started, those benchmarks are skipped, loudly);
 #   2. pass "twin" (SESSIONSD_NO_EXTENSIONS=1, a separate process, so the
 #      twin runs end to end): bench/test_store_bench.py and
 #      bench/test_migration_bench.py, directory store only;
@@ -43,7 +49,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 # The passes set these themselves; a PYTHONPATH pointing at src/ would
 # measure the source tree (maybe with a stale in-place .so) instead of the install.
-unset PYTHONPATH SESSIONSD_NO_EXTENSIONS SESSIONSD_REQUIRE_EXTENSIONS SESSIONSD_BENCH_ONLY SESSIONSD_BENCH_EXPECT
+unset PYTHONPATH SESSIONSD_NO_EXTENSIONS SESSIONSD_BENCH_POSTGRES_SIZE SESSIONSD_REQUIRE_EXTENSIONS SESSIONSD_BENCH_ONLY SESSIONSD_BENCH_EXPECT
 
 usage() {
   echo "usage: bash bench/run.sh [--quick] [--sizes N,N,...] [--no-twin]" \
@@ -69,7 +75,7 @@ while [ $# -gt 0 ]; do
     --fail=*) FAIL="${1#--fail=}" ;;
     --no-twin) TWIN=0 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) usage ;;
   esac
   shift
@@ -89,6 +95,11 @@ fi
 if ! "$PY" -c "import pytest, pytest_benchmark, matplotlib" 2>/dev/null; then
   echo "== installing pytest, pytest-benchmark, matplotlib =="
   "$PY" -m pip install --quiet "pytest>=8" "pytest-benchmark>=4" "matplotlib>=3.7"
+fi
+if ! "$PY" -c "import psycopg, psycopg_pool; psycopg.pq.version()" 2>/dev/null; then
+  echo "== installing psycopg, psycopg-pool (the PostgreSQL benchmarks) =="
+  "$PY" -m pip install --quiet "psycopg[binary]>=3.2" "psycopg-pool>=3.2" \
+    || echo "!! could not install psycopg: the PostgreSQL benchmarks will be skipped !!" >&2
 fi
 # Reinstall the package only when its sources changed (building the
 # extension takes a while); the stamp is a hash of everything that goes in.
@@ -122,6 +133,29 @@ fi
 (cd /tmp && SESSIONSD_REQUIRE_EXTENSIONS=1 "$PY" -c \
   "import sessionsd, sys; assert sessionsd.BACKEND == 'compiled', sessionsd.BACKEND; print('sessionsd', sessionsd.__version__, 'codec', sessionsd.BACKEND, 'at', sessionsd.__file__)")
 install_seconds=$(( $(date +%s) - started ))
+
+# -- the PostgreSQL server of bench/test_postgres_bench.py ----------------------------------------
+# $SESSIONSD_BENCH_POSTGRES_URL when given; else a throwaway cluster of our
+# own (never one named by an inherited SESSIONSD_TEST_PG_DIR: we stop what we
+# start, and only that).
+PG_DIR=""
+PG_NOTE="given by SESSIONSD_BENCH_POSTGRES_URL"
+stop_postgres() {
+  if [ -n "$PG_DIR" ]; then bash "$ROOT/ci/postgres.sh" stop "$PG_DIR" || true; fi
+}
+trap stop_postgres EXIT
+if [ -z "${SESSIONSD_BENCH_POSTGRES_URL:-}" ]; then
+  echo "== starting a throwaway PostgreSQL server (ci/postgres.sh) =="
+  if pg_exports="$(env -u SESSIONSD_TEST_PG_DIR bash "$ROOT/ci/postgres.sh" start)"; then
+    PG_DIR="$(eval "$pg_exports"; echo "$SESSIONSD_TEST_PG_DIR")"
+    SESSIONSD_BENCH_POSTGRES_URL="$(eval "$pg_exports"; echo "$SESSIONSD_TEST_POSTGRES_URL")"
+    export SESSIONSD_BENCH_POSTGRES_URL
+    PG_NOTE="throwaway server started by ci/postgres.sh (Unix socket, fsync off)"
+  else
+    PG_NOTE="none: no server could be started, PostgreSQL benchmarks skipped"
+    echo "!!!! no PostgreSQL server could be started (see above): the PostgreSQL benchmarks will be SKIPPED !!!!" >&2
+  fi
+fi
 
 # -- what to run ------------------------------------------------------------------------
 BASELINES=()   # pass name=saved JSON, for the gate
@@ -181,7 +215,7 @@ pass_env() {  # the environment of a pass
 
 pass_files() {  # the benchmark files of a pass
   case "$1" in
-    compiled) echo "test_store_bench.py test_migration_bench.py test_cap_bench.py test_codec_bench.py" ;;
+    compiled) echo "test_store_bench.py test_migration_bench.py test_cap_bench.py test_codec_bench.py test_postgres_bench.py" ;;
     twin) echo "test_store_bench.py test_migration_bench.py" ;;
   esac
 }
@@ -266,15 +300,16 @@ if [ "$TWIN" = 1 ]; then
 fi
 
 total=$(( $(date +%s) - started ))
-"$PY" - "$OUT/run-meta.json" "$COMMAND" "$SIZES" "$QUICK" "$install_seconds" "$total" \
-      "compiled=$WALL_compiled" "twin=$WALL_twin" <<'PYEOF'
+"$PY" - "$OUT/run-meta.json" "$COMMAND" "$SIZES" "$QUICK" "$install_seconds" "$total" "$PG_NOTE" \
+      "$(cat /proc/loadavg 2>/dev/null || true)" "compiled=$WALL_compiled" "twin=$WALL_twin" <<'PYEOF'
 import json, sys
-out, command, sizes, quick, install, total, *passes = sys.argv[1:]
+out, command, sizes, quick, install, total, postgres, loadavg, *passes = sys.argv[1:]
 wall = {"install": int(install)}
 wall.update({k: int(v) for k, v in (p.split("=") for p in passes) if int(v)})
 wall["total"] = int(total)
 json.dump({"command": command, "sizes": [int(s) for s in sizes.split(",")], "quick": quick == "1",
-           "wall_seconds": wall}, open(out, "w"), indent=2)
+           "wall_seconds": wall, "postgres_server": postgres, "loadavg_at_end": " ".join(loadavg.split()[:3])},
+          open(out, "w"), indent=2)
 PYEOF
 "$PY" "$ROOT/bench/report.py" "$OUT" || status=1
 rm -rf "$OUT/.storage"
