@@ -267,6 +267,20 @@ cdef object _decode_inline(const char* s, Py_ssize_t n):
     return key
 
 
+#: What _entry_name_key answers for a name that is no entry file.
+cdef object _NOT_ENTRY = object()
+
+
+cdef object _entry_name_key(const char* name, Py_ssize_t n):
+    """The key an entry file's *name* spells: None for a canonical hashed
+    name (the key is in the file), _NOT_ENTRY for a name that is not an
+    entry file's.  The one name rule of every directory walk here."""
+    if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
+        return None if _is_canonical_hashed(name, n) else _NOT_ENTRY
+    key = _decode_inline(name, n)
+    return _NOT_ENTRY if key is None else key
+
+
 cdef inline bint _is_canonical_hashed(const char* s, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     if n != HASHED_LEN or memcmp(s, b"session-hash-", HASHED_PREFIX_LEN) != 0:
@@ -420,23 +434,15 @@ cdef list _scan(object directory, list skipped):
             if rc < 0:
                 PyErr_SetFromErrnoWithFilenameObject(OSError, path)
             # Names first (cheap, no syscall); lstat only the candidates.
-            if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
-                key = None
-                if not _is_canonical_hashed(name, n):
-                    if skipped is not None:
-                        skipped.append((PyUnicode_DecodeFSDefaultAndSize(name, n),
-                                        _name_reason(name, n)))
-                    continue
-            else:
-                key = _decode_inline(name, n)
-                if key is None:
-                    # "." and ".." are not names in the directory (os.scandir
-                    # leaves them out too).
-                    if skipped is not None and not (
-                            name[0] == 46 and (n == 1 or (n == 2 and name[1] == 46))):
-                        skipped.append((PyUnicode_DecodeFSDefaultAndSize(name, n),
-                                        _name_reason(name, n)))
-                    continue
+            key = _entry_name_key(name, n)
+            if key is _NOT_ENTRY:
+                # "." and ".." are not names in the directory (os.scandir
+                # leaves them out too).
+                if skipped is not None and not (
+                        name[0] == 46 and (n == 1 or (n == 2 and name[1] == 46))):
+                    skipped.append((PyUnicode_DecodeFSDefaultAndSize(name, n),
+                                    _name_reason(name, n)))
+                continue
             if kind == SD_KIND_UNKNOWN or _force_lstat:
                 kind = sd_dir_kind_nofollow(&listing, name)
             if kind != SD_KIND_REGULAR:
@@ -636,16 +642,11 @@ def stat_entries(directory):
                 break
             if rc < 0:
                 PyErr_SetFromErrnoWithFilenameObject(OSError, path)
-            if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
-                key = None
-                if not _is_canonical_hashed(name, n):
-                    continue
-            else:
-                key = _decode_inline(name, n)
-                if key is None:
-                    continue
             # d_type already says "not a regular file": no stat (as the scan).
             if kind != SD_KIND_REGULAR and kind != SD_KIND_UNKNOWN:
+                continue
+            key = _entry_name_key(name, n)
+            if key is _NOT_ENTRY:
                 continue
             found.append((_ascii_str(name, n), key))
         # Every candidate's lstat, relative to the listed directory, in one
@@ -820,15 +821,10 @@ def diff_entries(directory, names, stats, long long trusted_before):
                     break
                 if rc < 0:
                     PyErr_SetFromErrnoWithFilenameObject(OSError, path)
-                if n >= HASHED_PREFIX_LEN and memcmp(name, b"session-hash-", HASHED_PREFIX_LEN) == 0:
-                    key = None
-                    if not _is_canonical_hashed(name, n):
-                        continue
-                else:
-                    key = _decode_inline(name, n)
-                    if key is None:
-                        continue
                 if kind != SD_KIND_REGULAR and kind != SD_KIND_UNKNOWN:
+                    continue
+                key = _entry_name_key(name, n)
+                if key is _NOT_ENTRY:
                     continue
                 if used + n + 1 > capacity:
                     capacity = (capacity + n + 1) * 2
