@@ -17,7 +17,7 @@ from ._layout import now_ms
 from ._pg_connection import Conn, Connections
 from ._pg_rows import LoadCache, NsRow, decode, encode, key_bytes, key_text, sort_at
 from ._types import Entries, Entry
-from .maintenance import Maintenance, MaintenanceReport, plan_removals
+from .maintenance import Maintenance, MaintenanceReport, plan_removals, sweep_due
 
 # The backend's logger: these records kept their name when the code moved here.
 _log = logging.getLogger("sessionsd._pg_backend")
@@ -112,20 +112,10 @@ class PgMaintenance:
         if settings is None or not settings.active or self._db.nested():
             return
         now = now_ms()
-        interval = settings.sweep_interval * 1000
-        since_sweep = now - ns.last_sweep
-        due_age = settings.prune_after is not None and not 0 <= since_sweep < interval
-        due_cap = settings.max_entries is not None and ns.entries > settings.max_entries
-        due_disk = settings.max_disk_bytes is not None and ns.bytes > settings.max_disk_bytes
-        if not (due_age or due_cap or due_disk):
-            return
-        if settings.mode == "warn":
-            # A full report at most once per interval per namespace (last_sweep is shared).
-            if 0 <= now - max(ns.last_sweep, self._last_warn) < interval:
-                return
-            self._sweep(settings, protect=keys, full=True, now=now)
-            return
-        self._sweep(settings, protect=keys, full=due_age, now=now)
+        full = sweep_due(settings, count=ns.entries, size=ns.bytes, last_sweep=ns.last_sweep,
+                         last_warn=self._last_warn, now=now)
+        if full is not None:
+            self._sweep(settings, protect=keys, full=full, now=now)
 
     def _oldest(self, conn: Conn, ns: NsRow, settings: Maintenance,
                 protect: frozenset[str]) -> list[tuple[float, str, int]]:

@@ -184,6 +184,29 @@ def plan_removals(items: Iterable[tuple[float, str, int]], count: int, size: int
     return pruned, evicted, over_budget
 
 
+def sweep_due(settings: Maintenance, *, count: int, size: int, last_sweep: int, last_warn: int,
+              now: int) -> bool | None:
+    """After a write, with the store's entry *count* and *size* (bytes) and
+    the time (ms) of its last sweep: ``None`` when no sweep is due, else
+    whether the due sweep must be a full one (the age rule is due, or in
+    ``warn`` mode, where a warning is a full report).  Every store asks this
+    the same way, so one write costs O(1) unless a sweep is due.
+
+    A warning is given at most once per interval per store: *last_sweep* is
+    shared by every process, *last_warn* is this object's own last one.  (A
+    last sweep "in the future" means the clock went back: sweep now, which
+    records the present, rather than never.)"""
+    interval = settings.sweep_interval * 1000
+    due_age = settings.prune_after is not None and not 0 <= now - last_sweep < interval
+    due_cap = settings.max_entries is not None and count > settings.max_entries
+    due_disk = settings.max_disk_bytes is not None and size > settings.max_disk_bytes
+    if not (due_age or due_cap or due_disk):
+        return None
+    if settings.mode == "warn":
+        return None if 0 <= now - max(last_sweep, last_warn) < interval else True
+    return due_age
+
+
 def archive_transcript(paths: StorePaths, entry: Entry, real_dir: str | None = None) -> str | None:
     """Rename a removed session's transcript to ``<file>.deleted.<ms>``.
 
@@ -290,23 +313,10 @@ class Maintainer:
         interval = settings.sweep_interval * 1000
         if self._candidates is not None:
             self._track_write(key, now, interval)
-        # (A last sweep "in the future" means the clock went back: sweep now,
-        # which records the present, rather than never.)
-        since_sweep = now - stats.last_sweep
-        due_age = settings.prune_after is not None and not 0 <= since_sweep < interval
-        due_cap = settings.max_entries is not None and stats.count > settings.max_entries
-        due_disk = settings.max_disk_bytes is not None and stats.bytes > settings.max_disk_bytes
-        if not (due_age or due_cap or due_disk):
-            return
-        if settings.mode == "warn":
-            # A warning is a full report, at most once per interval per store:
-            # the last sweep's time is shared by every process (stats), so
-            # neither a store object per call nor a busy writer pays O(n) each time.
-            if 0 <= now - max(stats.last_sweep, self._last_warn) < interval:
-                return
-            self.sweep_directory(version, stats, protect=frozenset({key}), full=True, now=now)
-            return
-        self.sweep_directory(version, stats, protect=frozenset({key}), full=due_age, now=now)
+        full = sweep_due(settings, count=stats.count, size=stats.bytes, last_sweep=stats.last_sweep,
+                         last_warn=self._last_warn, now=now)
+        if full is not None:
+            self.sweep_directory(version, stats, protect=frozenset({key}), full=full, now=now)
 
     def _track_write(self, key: str, now: int, interval: float) -> None:
         """Keep the candidate list's invariant across this object's write of
