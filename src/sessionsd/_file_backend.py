@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -480,18 +480,7 @@ class FileBackend(FileReads, LegacyMode):
                 return
             if self._dir.recover():  # a replayed commit bumps the version
                 state = self._locked_state()
-            changes: list[Change] = []
-            rows: dict[str, list[Any]] = {}
-            dirty: dict[str, str] = {}
-            for key, data in encoded.items():
-                name = encode_key(key)
-                changes.append((name, key, data))
-                rows[key] = _index.entry_row(key, normalized[key], len(data))
-                dirty[name] = key
-            seq_before, self.last_stats = self._dir.commit(changes, rows)
-            self._note_commit(state, seq_before, state.version + 1, dirty)
-            if self._dir.index_compact_due:
-                self._compact_index()
+            self._commit_entries(state, normalized, encoded=encoded)
 
     def take(self, normalized: str) -> Entry | None:
         """Remove the entry of *normalized* and return it (``None`` when there
@@ -519,21 +508,28 @@ class FileBackend(FileReads, LegacyMode):
 
     def _commit_diff(self, state: State, before: Snapshot, after: Mapping[str, Entry]) -> None:
         old = before.entries
+        writes = {key: entry for key, entry in after.items()
+                  if key not in old or not same_json(old[key], entry)}
+        self._commit_entries(state, writes, [key for key in old if key not in after])
+
+    def _commit_entries(self, state: State, writes: Mapping[str, Entry], deletes: Iterable[str] = (),
+                        encoded: Mapping[str, bytes] | None = None) -> None:
+        """Under the lock, directory mode: write *writes* (their bytes from
+        *encoded* when the caller serialised them already) and remove
+        *deletes*, as one multi-entry commit.  Nothing to do: nothing written."""
         changes: list[Change] = []
         rows: dict[str, list[Any]] = {}
         dirty: dict[str, str] = {}
-        for key, entry in after.items():
-            if key not in old or not same_json(old[key], entry):
-                name = encode_key(key)
-                data = encode_document(key, entry)
-                changes.append((name, key, data))
-                rows[key] = _index.entry_row(key, entry, len(data))
-                dirty[name] = key
-        for key in old:
-            if key not in after:
-                name = encode_key(key)
-                changes.append((name, key, None))
-                dirty[name] = key
+        for key, entry in writes.items():
+            name = encode_key(key)
+            data = encoded[key] if encoded is not None else encode_document(key, entry)
+            changes.append((name, key, data))
+            rows[key] = _index.entry_row(key, entry, len(data))
+            dirty[name] = key
+        for key in deletes:
+            name = encode_key(key)
+            changes.append((name, key, None))
+            dirty[name] = key
         if not changes:
             return
         seq_before, self.last_stats = self._dir.commit(changes, rows)

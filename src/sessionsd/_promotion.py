@@ -27,8 +27,9 @@ from . import _faults
 from ._codec import encode_key
 from ._directory import DirectoryStore
 from ._documents import encode_document
-from ._fsutil import IS_WINDOWS, fsync_dir, write_atomic, write_new
+from ._fsutil import fsync_dir, write_atomic, write_new
 from ._layout import LEGACY_FILE_RECORD, State, StorePaths, now_ms, read_state, state_bytes
+from ._reference_lock import pid_alive
 from ._types import Entries, Entry, ProgressCallback
 from .damage import guard_write
 from .errors import UnsafeStoreError
@@ -126,19 +127,9 @@ class _StagingSink:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    if IS_WINDOWS:  # pragma: no cover - no signal 0 on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    return True
+    """Whether the staging directory's writer *pid* may still be running
+    (a pid of 0 or below names no process here)."""
+    return pid > 0 and pid_alive(pid)
 
 
 def cleanup_stale_staging(paths: StorePaths) -> list[str]:
