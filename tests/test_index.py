@@ -9,14 +9,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 import reference_host as ref
+import worker_processes
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from worker_processes import finish
 
 import sessionsd
 from sessionsd import SessionStore, index
@@ -491,14 +492,7 @@ test_index_agrees_with_a_full_read = IndexMachine.TestCase
 # -- real processes ------------------------------------------------------------------------
 
 def start(function: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WORKERS, function, json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    return worker_processes.start(WORKERS, function, *args)
 
 
 OLD = {"a": {"updatedAt": 1, "lastChannel": "old"}, "b": {"updatedAt": 2}, "c": {"updatedAt": 3}}

@@ -15,12 +15,13 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pg_server
 import pytest
+import worker_processes
+from worker_processes import finish
 
 import sessionsd
 from sessionsd import SessionStore
@@ -76,14 +77,7 @@ def store(postgres_url):
 
 
 def start(function: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WORKERS, function, json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    return worker_processes.start(WORKERS, function, *args)
 
 
 def wait_ready(proc: subprocess.Popen, timeout: float = 30) -> None:

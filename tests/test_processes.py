@@ -8,10 +8,11 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
+import worker_processes
+from worker_processes import finish
 
 import sessionsd
 from sessionsd import SessionStore, StoreLockTimeout
@@ -21,14 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def start(function: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WORKERS, function, json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    return worker_processes.start(WORKERS, function, *args)
 
 
 def make_directory_store(tmp_path, entries) -> str:
